@@ -10,10 +10,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from rtnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from rtnode.phantom.shapes import EllipticBody, Shape
-
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"
-IMPLEMENTATION_VERSION = "RTNODE_PHANTOM"
 
 
 @dataclass
@@ -85,7 +83,7 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
 

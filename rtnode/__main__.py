@@ -1,0 +1,5 @@
+"""``python -m rtnode`` is the ``rtnode`` command."""
+
+from rtnode.cli import run
+
+run()

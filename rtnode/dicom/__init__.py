@@ -1,0 +1,1 @@
+"""The network layer: the DICOM listener (SCP) and the outgoing requests (SCU)."""

@@ -1,0 +1,154 @@
+"""The DICOM listener: Verification and Storage SCP over pynetdicom.
+
+Each C-STORE hands the encoded data set, untouched, to the archive — no decode and re-encode on
+the hot path — and answers with whatever status the archive decided. Association-level policy
+(allowed callers, association limit, PDU size, timeouts) is pynetdicom's own, configured here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import threading
+import time
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from rtnode.config import DicomConfig
+from rtnode.store.archive import Archive
+
+log = logging.getLogger("rtnode.dicom")
+
+#: ErrorComment is LO: at most 64 characters
+ERROR_COMMENT_MAX = 64
+
+
+def _store_status(status: int, reason: str) -> Dataset:
+    rsp = Dataset()
+    rsp.Status = status
+    if reason:
+        rsp.ErrorComment = reason[:ERROR_COMMENT_MAX]
+    return rsp
+
+
+class StorageSCP:
+    """One listening socket; ``start`` returns at once, ``stop`` drains in-flight associations."""
+
+    def __init__(self, dicom: DicomConfig, archive: Archive):
+        self.config = dicom
+        self.archive = archive
+        self.ae = self._build_ae()
+        self._server: Any = None
+        self.stored = 0
+        self._count_lock = threading.Lock()
+
+    def _build_ae(self) -> AE:
+        c = self.config
+        ae = AE(ae_title=c.ae_title)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.maximum_pdu_size = c.max_pdu
+        ae.maximum_associations = c.max_associations
+        ae.acse_timeout = c.acse_timeout
+        ae.dimse_timeout = c.dimse_timeout
+        ae.network_timeout = c.network_timeout
+        ae.require_calling_aet = list(c.allowed_callers)
+        # A peer that addresses another AE title is talking to the wrong node: reject it.
+        ae.require_called_aet = True
+        return ae
+
+    # -- event handlers ------------------------------------------------------------------------
+
+    def _on_echo(self, event: evt.Event) -> int:
+        log.debug("C-ECHO from %s", event.assoc.requestor.ae_title)
+        return 0x0000
+
+    def _on_store(self, event: evt.Event) -> Dataset:
+        assoc = event.assoc
+        outcome = self.archive.file_instance(
+            event.file_meta, event.request.DataSet.getvalue(),
+            calling_ae=assoc.requestor.ae_title, called_ae=assoc.acceptor.ae_title,
+            expected_sop_uid=str(event.request.AffectedSOPInstanceUID or ""))
+        if outcome.ok:
+            with self._count_lock:
+                self.stored += 1
+        return _store_status(outcome.status, outcome.reason)
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        rq = event.assoc.requestor
+        calling = rq.ae_title
+        if self.config.allowed_callers and calling not in self.config.allowed_callers:
+            why = "calling AE title not in dicom.allowed_callers"
+        elif len(self.ae.active_associations) > self.config.max_associations:
+            why = f"association limit reached (dicom.max_associations={self.config.max_associations})"
+        else:
+            why = f"called AE title {event.assoc.acceptor.ae_title!r} is not ours"
+        log.warning("rejected association from %s at %s:%s: %s", calling, rq.address, rq.port,
+                    why)
+        try:
+            self.archive.index.record_event("association_rejected", calling_ae=calling,
+                                            detail=why)
+        except Exception:
+            log.exception("could not record the rejection")
+
+    def _on_established(self, event: evt.Event) -> None:
+        rq = event.assoc.requestor
+        log.info("association from %s at %s:%s", rq.ae_title, rq.address, rq.port)
+
+    def _on_released(self, event: evt.Event) -> None:
+        log.debug("association from %s released", event.assoc.requestor.ae_title)
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        if event.assoc.is_established:
+            log.warning("association from %s aborted", event.assoc.requestor.ae_title)
+
+    def handlers(self) -> list[tuple]:
+        return [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, bind: str | None = None, port: int | None = None) -> None:
+        address = (bind or self.config.bind, port or self.config.port)
+        self._server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        log.info("listening as %s on %s:%d", self.ae.ae_title, *address)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.config.port
+
+    def stop(self, drain_seconds: float = 60.0) -> bool:
+        """Stop accepting, let in-flight associations finish, then close.
+
+        Returns False when associations were still open after drain_seconds and were aborted.
+        """
+        if self._server is None:
+            return True
+        server = self._server
+        # Stop the accept loop only; the socket and the open associations stay alive.
+        socketserver.BaseServer.shutdown(server)
+        # Only established associations can have stores in flight; a connection that never sent
+        # an A-ASSOCIATE-RQ would otherwise hold shutdown until the ACSE timeout.
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline and any(
+                a.is_established for a in server.active_associations):
+            time.sleep(0.05)
+        drained = not any(a.is_established for a in server.active_associations)
+        for assoc in list(server.active_associations):
+            if assoc.is_established:
+                log.warning("aborting association from %s still open at shutdown",
+                            assoc.requestor.ae_title)
+            assoc.abort()
+        server.shutdown()  # the loop is already stopped: this closes and deregisters
+        self._server = None
+        return drained

@@ -1,0 +1,255 @@
+"""The SQLite index: patients, studies, series, instances, their references, and events.
+
+WAL mode, one short IMMEDIATE transaction per received instance, every lookup on the hot path by
+a UNIQUE key. Each thread (pynetdicom serves each association on its own thread) gets its own
+connection; SQLite serialises the writers. ``synchronous=FULL`` makes each commit durable before
+the C-STORE response goes out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rtnode.store.attributes import InstanceRecord
+from rtnode.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class SchemaTooNew(RuntimeError):
+    """The index was written by a newer rtnode; refusing to touch it protects its data."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    digest: str
+
+
+class Index:
+    """One index file, shared by every thread of one process (and by other processes)."""
+
+    def __init__(self, path: Path, durable: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.migrate()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            c.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = c
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all:
+                c.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so no transaction fails half-way
+        on a lock upgrade; the busy timeout queues writers instead of failing them."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def migrate(self) -> int:
+        with self.transaction() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {version}; this rtnode knows up to "
+                    f"{SCHEMA_VERSION}. Upgrade rtnode, or point storage.root elsewhere.")
+            for n in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[n].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return SCHEMA_VERSION
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def stored_file(self, sop_instance_uid: str) -> StoredFile | None:
+        row = self.conn.execute(
+            "SELECT path, digest FROM instances WHERE sop_instance_uid=?",
+            (sop_instance_uid,)).fetchone()
+        return StoredFile(row["path"], row["digest"]) if row else None
+
+    def record_instance(self, rec: InstanceRecord, *, path: str, size: int, digest: str,
+                        transfer_syntax_uid: str, calling_ae: str = "", called_ae: str = "",
+                        origin: str = "received") -> tuple[str, StoredFile | None]:
+        """Insert or replace the instance row and its parents, with its event, in one commit.
+
+        Returns ("stored" | "duplicate" | "replaced", the file it replaced or None). A duplicate
+        can still arrive here when two associations deliver the same instance at once.
+        """
+        now = utc_now()
+        with self.transaction() as c:
+            old = c.execute("SELECT id, path, digest FROM instances WHERE sop_instance_uid=?",
+                            (rec.sop_instance_uid,)).fetchone()
+            if old is not None and old["digest"] == digest:
+                self._event(c, now, "duplicate", rec.sop_instance_uid, calling_ae, 0, "")
+                return "duplicate", None
+            patient = c.execute(
+                "INSERT INTO patients(patient_id, name, birth_date, sex) VALUES (?,?,?,?) "
+                "ON CONFLICT(patient_id) DO UPDATE SET name=excluded.name, "
+                "birth_date=excluded.birth_date, sex=excluded.sex RETURNING id",
+                (rec.patient_id, rec.patient_name, rec.patient_birth_date,
+                 rec.patient_sex)).fetchone()[0]
+            study = c.execute(
+                "INSERT INTO studies(study_uid, patient_fk, study_date, study_time, description,"
+                " accession_number) VALUES (?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET "
+                "patient_fk=excluded.patient_fk, study_date=excluded.study_date, "
+                "study_time=excluded.study_time, description=excluded.description, "
+                "accession_number=excluded.accession_number RETURNING id",
+                (rec.study_uid, patient, rec.study_date, rec.study_time, rec.study_description,
+                 rec.accession_number)).fetchone()[0]
+            series = c.execute(
+                "INSERT INTO series(series_uid, study_fk, modality, series_number, description,"
+                " frame_of_reference_uid) VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO UPDATE"
+                " SET study_fk=excluded.study_fk, modality=excluded.modality, "
+                "series_number=excluded.series_number, description=excluded.description, "
+                "frame_of_reference_uid=CASE WHEN excluded.frame_of_reference_uid != '' THEN "
+                "excluded.frame_of_reference_uid ELSE frame_of_reference_uid END RETURNING id",
+                (rec.series_uid, study, rec.modality, rec.series_number,
+                 rec.series_description, rec.frame_of_reference_uid)).fetchone()[0]
+            values = (rec.sop_class_uid, series, rec.modality, rec.instance_number,
+                      rec.frame_of_reference_uid, transfer_syntax_uid, path, size, digest, now,
+                      calling_ae, called_ae, origin, json.dumps(rec.attrs))
+            if old is None:
+                instance = c.execute(
+                    "INSERT INTO instances(sop_class_uid, series_fk, modality, instance_number,"
+                    " frame_of_reference_uid, transfer_syntax_uid, path, size, digest,"
+                    " received_at, calling_ae, called_ae, origin, attrs, sop_instance_uid)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                    (*values, rec.sop_instance_uid)).fetchone()[0]
+            else:
+                instance = old["id"]
+                c.execute(
+                    "UPDATE instances SET sop_class_uid=?, series_fk=?, modality=?,"
+                    " instance_number=?, frame_of_reference_uid=?, transfer_syntax_uid=?,"
+                    " path=?, size=?, digest=?, received_at=?, calling_ae=?, called_ae=?,"
+                    " origin=?, attrs=? WHERE id=?", (*values, instance))
+                c.execute("DELETE FROM instance_refs WHERE instance_fk=?", (instance,))
+            if rec.refs:
+                c.executemany("INSERT OR IGNORE INTO instance_refs(instance_fk, kind, uid) "
+                              "VALUES (?,?,?)", [(instance, k, u) for k, u in rec.refs])
+            kind = "received" if old is None else "replaced"
+            detail = "" if old is None else f"previous digest {old['digest'][:16]}"
+            self._event(c, now, kind, rec.sop_instance_uid, calling_ae, 0, detail)
+        return kind, (None if old is None else StoredFile(old["path"], old["digest"]))
+
+    @staticmethod
+    def _event(c: sqlite3.Connection, at: str, kind: str, sop_instance_uid: str,
+               calling_ae: str, status: int | None, detail: str) -> None:
+        c.execute("INSERT INTO events(at, kind, sop_instance_uid, calling_ae, status, detail)"
+                  " VALUES (?,?,?,?,?,?)", (at, kind, sop_instance_uid, calling_ae, status, detail))
+
+    def record_event(self, kind: str, *, sop_instance_uid: str = "", calling_ae: str = "",
+                     status: int | None = None, detail: str = "") -> None:
+        with self.transaction() as c:
+            self._event(c, utc_now(), kind, sop_instance_uid, calling_ae, status, detail)
+
+    # -- reading, for the CLI and course building ----------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        c = self.conn
+        return {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("patients", "studies", "series", "instances")}
+
+    def event_counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def last_received(self) -> str | None:
+        row = self.conn.execute("SELECT MAX(received_at) FROM instances").fetchone()
+        return row[0]
+
+    def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT at, kind, sop_instance_uid, calling_ae, status, detail FROM events"
+        args: tuple = ()
+        if kind:
+            sql += " WHERE kind=?"
+            args = (kind,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [dict(r) for r in self.conn.execute(sql, (*args, limit)).fetchall()]
+
+    def studies(self, patient_id: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT p.patient_id, p.name AS patient_name, st.study_uid, st.study_date,"
+               " st.description AS study_description, st.accession_number,"
+               " (SELECT COUNT(*) FROM series se WHERE se.study_fk = st.id) AS series_count,"
+               " (SELECT COUNT(*) FROM instances i JOIN series se ON i.series_fk = se.id"
+               "   WHERE se.study_fk = st.id) AS instance_count,"
+               " (SELECT GROUP_CONCAT(DISTINCT se.modality) FROM series se"
+               "   WHERE se.study_fk = st.id) AS modalities"
+               " FROM studies st JOIN patients p ON st.patient_fk = p.id")
+        return self._query(sql, {"p.patient_id": patient_id}, "st.study_date, st.study_uid")
+
+    def series(self, patient_id: str | None = None,
+               study_uid: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT p.patient_id, st.study_uid, se.series_uid, se.modality, se.series_number,"
+               " se.description AS series_description, se.frame_of_reference_uid,"
+               " (SELECT COUNT(*) FROM instances i WHERE i.series_fk = se.id) AS instance_count,"
+               " (SELECT MAX(i.received_at) FROM instances i WHERE i.series_fk = se.id)"
+               "   AS last_received"
+               " FROM series se JOIN studies st ON se.study_fk = st.id"
+               " JOIN patients p ON st.patient_fk = p.id")
+        return self._query(sql, {"p.patient_id": patient_id, "st.study_uid": study_uid},
+                           "st.study_uid, se.series_number")
+
+    def instances(self, patient_id: str | None = None, study_uid: str | None = None,
+                  series_uid: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT p.patient_id, st.study_uid, se.series_uid, i.sop_instance_uid,"
+               " i.sop_class_uid, i.modality, i.instance_number, i.frame_of_reference_uid,"
+               " i.transfer_syntax_uid, i.path, i.size, i.digest, i.received_at, i.calling_ae,"
+               " i.origin FROM instances i JOIN series se ON i.series_fk = se.id"
+               " JOIN studies st ON se.study_fk = st.id JOIN patients p ON st.patient_fk = p.id")
+        return self._query(sql, {"p.patient_id": patient_id, "st.study_uid": study_uid,
+                                 "se.series_uid": series_uid},
+                           "st.study_uid, se.series_uid, i.instance_number, i.id")
+
+    def references_of(self, sop_instance_uid: str) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "SELECT r.kind, r.uid FROM instance_refs r JOIN instances i ON r.instance_fk = i.id"
+            " WHERE i.sop_instance_uid=? ORDER BY r.kind, r.uid", (sop_instance_uid,)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def _query(self, sql: str, filters: dict[str, str | None],
+               order: str) -> list[dict[str, Any]]:
+        """Run a listing; filters map fixed column names (never user text) to wanted values."""
+        used = {col: v for col, v in filters.items() if v is not None}
+        if used:
+            sql += " WHERE " + " AND ".join(f"{col} = ?" for col in used)
+        sql += f" ORDER BY {order}"
+        return [dict(r) for r in self.conn.execute(sql, tuple(used.values())).fetchall()]

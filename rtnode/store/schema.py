@@ -1,0 +1,81 @@
+"""The index schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` holds how many have been applied; opening an index applies the rest in
+one transaction. Add a migration at the end — never edit one that has shipped — so that every
+existing storage/index.sqlite upgrades in place.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the DICOM hierarchy, references for course building, and the event log
+    """
+    CREATE TABLE patients (
+        id          INTEGER PRIMARY KEY,
+        patient_id  TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL DEFAULT '',
+        birth_date  TEXT NOT NULL DEFAULT '',
+        sex         TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE studies (
+        id                INTEGER PRIMARY KEY,
+        study_uid         TEXT NOT NULL UNIQUE,
+        patient_fk        INTEGER NOT NULL REFERENCES patients(id),
+        study_date        TEXT NOT NULL DEFAULT '',
+        study_time        TEXT NOT NULL DEFAULT '',
+        description       TEXT NOT NULL DEFAULT '',
+        accession_number  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX studies_patient ON studies(patient_fk);
+    CREATE TABLE series (
+        id                      INTEGER PRIMARY KEY,
+        series_uid              TEXT NOT NULL UNIQUE,
+        study_fk                INTEGER NOT NULL REFERENCES studies(id),
+        modality                TEXT NOT NULL DEFAULT '',
+        series_number           INTEGER,
+        description             TEXT NOT NULL DEFAULT '',
+        frame_of_reference_uid  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX series_study ON series(study_fk);
+    CREATE INDEX series_for ON series(frame_of_reference_uid);
+    CREATE TABLE instances (
+        id                      INTEGER PRIMARY KEY,
+        sop_instance_uid        TEXT NOT NULL UNIQUE,
+        sop_class_uid           TEXT NOT NULL,
+        series_fk               INTEGER NOT NULL REFERENCES series(id),
+        modality                TEXT NOT NULL DEFAULT '',
+        instance_number         INTEGER,
+        frame_of_reference_uid  TEXT NOT NULL DEFAULT '',
+        transfer_syntax_uid     TEXT NOT NULL,
+        path                    TEXT NOT NULL,
+        size                    INTEGER NOT NULL,
+        digest                  TEXT NOT NULL,
+        received_at             TEXT NOT NULL,
+        calling_ae              TEXT NOT NULL DEFAULT '',
+        called_ae               TEXT NOT NULL DEFAULT '',
+        origin                  TEXT NOT NULL DEFAULT 'received',
+        attrs                   TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX instances_series ON instances(series_fk);
+    CREATE INDEX instances_received ON instances(received_at);
+    CREATE TABLE instance_refs (
+        instance_fk  INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL,
+        uid          TEXT NOT NULL,
+        PRIMARY KEY (instance_fk, kind, uid)
+    ) WITHOUT ROWID;
+    CREATE INDEX instance_refs_uid ON instance_refs(uid, kind);
+    CREATE TABLE events (
+        id                INTEGER PRIMARY KEY,
+        at                TEXT NOT NULL,
+        kind              TEXT NOT NULL,
+        sop_instance_uid  TEXT NOT NULL DEFAULT '',
+        calling_ae        TEXT NOT NULL DEFAULT '',
+        status            INTEGER,
+        detail            TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_kind ON events(kind, at);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
