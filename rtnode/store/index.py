@@ -1,8 +1,8 @@
 """The SQLite index: patients, studies, series, instances, their references, and events.
 
 WAL mode, one short IMMEDIATE transaction per received instance, every lookup on the hot path by
-a UNIQUE key. Each thread (pynetdicom serves each association on its own thread) gets its own
-connection; SQLite serialises the writers. ``synchronous=FULL`` makes each commit durable before
+a UNIQUE key. Connections come from a small pool (one per concurrent user, so
+one per concurrent association at most); SQLite serialises the writers. ``synchronous=FULL`` makes each commit durable before
 the C-STORE response goes out.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import queue
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -42,47 +43,61 @@ class Index:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.durable = durable
-        self._local = threading.local()
+        # A pool, not one connection per thread: pynetdicom starts a thread per association, and
+        # a long-running node must not keep a connection for every association it ever served.
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.migrate()
 
     # -- connections ---------------------------------------------------------------------------
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                check_same_thread=False)
-            c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            c.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = c
-            with self._lock:
-                self._all.append(c)
+    def _open(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                            check_same_thread=False)
+        c.row_factory = sqlite3.Row
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        c.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._all.append(c)
         return c
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a connection for one unit of work."""
+        try:
+            c = self._idle.get_nowait()
+        except queue.Empty:
+            c = self._open()
+        try:
+            yield c
+        finally:
+            self._idle.put(c)
 
     def close(self) -> None:
         with self._lock:
             for c in self._all:
                 c.close()
             self._all.clear()
-        self._local = threading.local()
+        self._idle = queue.SimpleQueue()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so no transaction fails half-way
         on a lock upgrade; the busy timeout queues writers instead of failing them."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
+        with self.connection() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self.connection() as c:
+            return c.execute(sql, args).fetchall()
 
     def migrate(self) -> int:
         with self.transaction() as c:
@@ -101,10 +116,9 @@ class Index:
     # -- the hot path --------------------------------------------------------------------------
 
     def stored_file(self, sop_instance_uid: str) -> StoredFile | None:
-        row = self.conn.execute(
-            "SELECT path, digest FROM instances WHERE sop_instance_uid=?",
-            (sop_instance_uid,)).fetchone()
-        return StoredFile(row["path"], row["digest"]) if row else None
+        rows = self.query("SELECT path, digest FROM instances WHERE sop_instance_uid=?",
+                          (sop_instance_uid,))
+        return StoredFile(rows[0]["path"], rows[0]["digest"]) if rows else None
 
     def record_instance(self, rec: InstanceRecord, *, path: str, size: int, digest: str,
                         transfer_syntax_uid: str, calling_ae: str = "", called_ae: str = "",
@@ -184,17 +198,14 @@ class Index:
     # -- reading, for the CLI and course building ----------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        c = self.conn
-        return {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        return {t: self.query(f"SELECT COUNT(*) FROM {t}")[0][0]
                 for t in ("patients", "studies", "series", "instances")}
 
     def event_counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall()
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: r[1] for r in self.query("SELECT kind, COUNT(*) FROM events GROUP BY kind")}
 
     def last_received(self) -> str | None:
-        row = self.conn.execute("SELECT MAX(received_at) FROM instances").fetchone()
-        return row[0]
+        return self.query("SELECT MAX(received_at) FROM instances")[0][0]
 
     def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql = "SELECT at, kind, sop_instance_uid, calling_ae, status, detail FROM events"
@@ -203,7 +214,7 @@ class Index:
             sql += " WHERE kind=?"
             args = (kind,)
         sql += " ORDER BY id DESC LIMIT ?"
-        return [dict(r) for r in self.conn.execute(sql, (*args, limit)).fetchall()]
+        return [dict(r) for r in self.query(sql, (*args, limit))]
 
     def studies(self, patient_id: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT p.patient_id, p.name AS patient_name, st.study_uid, st.study_date,"
@@ -240,9 +251,9 @@ class Index:
                            "st.study_uid, se.series_uid, i.instance_number, i.id")
 
     def references_of(self, sop_instance_uid: str) -> list[tuple[str, str]]:
-        rows = self.conn.execute(
+        rows = self.query(
             "SELECT r.kind, r.uid FROM instance_refs r JOIN instances i ON r.instance_fk = i.id"
-            " WHERE i.sop_instance_uid=? ORDER BY r.kind, r.uid", (sop_instance_uid,)).fetchall()
+            " WHERE i.sop_instance_uid=? ORDER BY r.kind, r.uid", (sop_instance_uid,))
         return [(r[0], r[1]) for r in rows]
 
     def _query(self, sql: str, filters: dict[str, str | None],
@@ -252,4 +263,4 @@ class Index:
         if used:
             sql += " WHERE " + " AND ".join(f"{col} = ?" for col in used)
         sql += f" ORDER BY {order}"
-        return [dict(r) for r in self.conn.execute(sql, tuple(used.values())).fetchall()]
+        return [dict(r) for r in self.query(sql, tuple(used.values()))]

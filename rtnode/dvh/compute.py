@@ -1,0 +1,197 @@
+"""Course-level DVH computation: the entry points the CLI and the ``dvh`` stage call.
+
+``compute_dvhs`` takes pydicom datasets (one RTSTRUCT, its RTDOSE(s), optionally the RTPLAN);
+``dvh_for_folder`` finds them in a course folder by modality. Both return ``DVHResults``:
+per-ROI DVH curves, a flat metric record per ROI, and the TPS DVH check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from rtnode.dvh.config import DVHConfig
+from rtnode.dvh.dose import DoseVolume, select_dose
+from rtnode.dvh.engine import RoiDVH, compute_roi_dvh
+from rtnode.dvh.errors import DVHInputError
+from rtnode.dvh.metrics import plan_prescription, roi_metrics
+from rtnode.dvh.structures import StructureROI, assign_slabs, read_rois
+from rtnode.dvh.tps import compare_with_tps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DVHResults:
+    """Everything computed for one course: curves, metric rows, TPS check, provenance."""
+
+    engine: str
+    rois: list[RoiDVH] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    tps_comparison: list[dict[str, Any]] = field(default_factory=list)
+    prescription_gy: float | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The ``rtnode dvh --json`` document; NaN becomes null."""
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, (np.floating, np.integer, np.bool_)):
+                return clean(v.item())
+            return v
+        return {
+            "engine": self.engine,
+            "prescription_gy": self.prescription_gy,
+            "rois": [{k: clean(v) for k, v in row.items()} for row in self.metrics],
+            "tps_comparison": [{k: clean(v) for k, v in row.items()}
+                               for row in self.tps_comparison],
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_frame_of_reference(rtstruct: Dataset, dose: DoseVolume) -> None:
+    """RTSTRUCT and RTDOSE must share a FrameOfReferenceUID, or the DVH is meaningless."""
+    rois_for = {str(getattr(r, "ReferencedFrameOfReferenceUID", "") or "")
+                for r in getattr(rtstruct, "StructureSetROISequence", None) or []}
+    struct_for = str(getattr(rtstruct, "FrameOfReferenceUID", "") or "")
+    if not struct_for:
+        refs = getattr(rtstruct, "ReferencedFrameOfReferenceSequence", None) or []
+        struct_for = str(getattr(refs[0], "FrameOfReferenceUID", "")) if refs else ""
+    struct_fors = ({struct_for} | rois_for) - {""}
+    if dose.frame_of_reference_uid and struct_fors and dose.frame_of_reference_uid not in \
+            struct_fors:
+        raise DVHInputError(
+            f"RTSTRUCT {rtstruct.SOPInstanceUID} is on FrameOfReferenceUID "
+            f"{', '.join(sorted(struct_fors))} but RTDOSE {', '.join(dose.sources)} is on "
+            f"{dose.frame_of_reference_uid}; they are not registered to each other")
+
+
+def prescription_isodose_cc(rois: list[RoiDVH], dose: DoseVolume, rx_gy: float) -> float:
+    """Volume (cc) receiving at least the prescription: inside the EXTERNAL ROI when the
+    structure set has one, else the whole dose grid (PIV of the Paddick CI)."""
+    for r in rois:
+        if r.interpreted_type.upper() == "EXTERNAL" and r.covered_cc > 0:
+            return r.dvh.volume_at(rx_gy)
+    return float(np.count_nonzero(dose.values >= rx_gy)) * dose.voxel_volume_cc
+
+
+def compute_dvhs(rtstruct: Dataset, rtdoses: Dataset | list[Dataset],
+                 rtplan: Dataset | None = None, config: DVHConfig | None = None,
+                 source: str | None = None,
+                 slice_positions: np.ndarray | None = None) -> DVHResults:
+    """DVHs and metrics of every ROI of ``rtstruct`` in the course dose.
+
+    rtdoses: one RTDOSE or several (a TPS plan sum is preferred; PLAN doses are summed when
+    ``config.sum_plan_doses``). source: "manual"/"auto" for every ROI, else taken from each
+    ROI's ROIGenerationAlgorithm. slice_positions: CT slice z positions, when known, for the
+    slab convention (else the contour planes of the structure set).
+    """
+    config = config or DVHConfig()
+    start = time.perf_counter()
+    datasets = [rtdoses] if isinstance(rtdoses, Dataset) else list(rtdoses)
+    plan_rx, plan_targets = plan_prescription(rtplan)
+    rx = config.prescription_gy or plan_rx
+    dose = select_dose(datasets, prescription_gy=rx, sum_plan_doses=config.sum_plan_doses)
+    check_frame_of_reference(rtstruct, dose)
+    if rtplan is not None and str(getattr(rtplan, "FrameOfReferenceUID", "") or "") not in (
+            "", dose.frame_of_reference_uid):
+        raise DVHInputError(f"RTPLAN {rtplan.SOPInstanceUID} is on FrameOfReferenceUID "
+                            f"{rtplan.FrameOfReferenceUID} but RTDOSE is on "
+                            f"{dose.frame_of_reference_uid}")
+    rois = read_rois(rtstruct)
+    assign_slabs(rois, dose.spacing[2] or 2.5, slice_positions)
+
+    if config.engine == "dicompyler":
+        from rtnode.dvh.reference import reference_dose_dataset, reference_roi_dvh
+
+        ref_dose = reference_dose_dataset(datasets, dose)
+        results = [reference_roi_dvh(rtstruct, ref_dose, roi) for roi in rois]
+    else:
+        results = [compute_roi_dvh(roi, dose, config) for roi in rois]
+    if source:
+        for r in results:
+            r.source = source
+
+    piv = prescription_isodose_cc(results, dose, rx) if rx else None
+    targets = {roi.number for roi in rois if is_target(roi, plan_targets)}
+    metrics = [roi_metrics(r, config, rx if r.roi_number in targets else None, piv)
+               for r in results]
+    notes = list(dose.notes)
+    for r in results:
+        if r.is_empty:
+            notes.append(f"ROI {r.roi_name!r} is empty")
+        elif r.coverage < 0.999:
+            notes.append(f"ROI {r.roi_name!r}: {100 * r.coverage:.1f} % inside the dose grid")
+        notes.extend(r.warnings)
+    return DVHResults(engine=config.engine, rois=results, metrics=metrics,
+                      tps_comparison=compare_with_tps(dose.dvh_sequence, results),
+                      prescription_gy=rx, notes=notes,
+                      seconds=time.perf_counter() - start)
+
+
+def is_target(roi: StructureROI, plan_targets: set[int]) -> bool:
+    """A target gets prescription metrics: its RT ROI Interpreted Type says so, or the RTPLAN's
+    dose reference points at it."""
+    return roi.is_target or roi.number in plan_targets
+
+
+def find_course_files(folder: Path) -> dict[str, list[Path]]:
+    """DICOM files under folder grouped by Modality (headers only are read)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["Modality", "SOPInstanceUID"])
+        except Exception:
+            continue
+        modality = str(getattr(ds, "Modality", "") or "")
+        if modality:
+            found.setdefault(modality, []).append(path)
+    return found
+
+
+def merge_results(parts: list[DVHResults]) -> DVHResults:
+    """One result for a course with several structure sets (e.g. manual and auto)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = DVHResults(engine=parts[0].engine, prescription_gy=parts[0].prescription_gy)
+    for p in parts:
+        merged.rois += p.rois
+        merged.metrics += p.metrics
+        merged.tps_comparison += p.tps_comparison
+        merged.notes += p.notes
+        merged.seconds += p.seconds
+    return merged
+
+
+def dvh_for_folder(path: Path | str | None = None, rtstruct: Path | None = None,
+                   rtdose: list[Path] | Path | None = None, rtplan: Path | None = None,
+                   config: DVHConfig | None = None) -> DVHResults:
+    """DVHs for a course folder: RTSTRUCT(s), RTDOSE(s) and RTPLAN found by modality unless
+    given. Several RTSTRUCTs (manual and auto) are each computed against the course dose."""
+    files = find_course_files(Path(path)) if path is not None else {}
+    structs = [rtstruct] if rtstruct else files.get("RTSTRUCT", [])
+    doses = ([rtdose] if isinstance(rtdose, (str, Path)) else list(rtdose)) if rtdose \
+        else files.get("RTDOSE", [])
+    plans = [rtplan] if rtplan else files.get("RTPLAN", [])
+    if not structs:
+        raise DVHInputError(f"no RTSTRUCT found in {path}")
+    if not doses:
+        raise DVHInputError(f"no RTDOSE found in {path}")
+    dose_ds = [pydicom.dcmread(p) for p in doses]
+    plan_ds = pydicom.dcmread(plans[-1]) if plans else None
+    if plans and len(plans) > 1:
+        log.warning("%d RTPLANs; prescription from %s", len(plans), plans[-1])
+    parts = [compute_dvhs(pydicom.dcmread(s), dose_ds, plan_ds, config) for s in structs]
+    return merge_results(parts)

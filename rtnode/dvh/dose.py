@@ -1,0 +1,210 @@
+"""RTDOSE as a dose volume in Gy on ascending patient axes: scaling, units, frame positions, sums.
+
+Everything downstream (rasteriser, interpolation, reference engine) sees only ``DoseVolume``,
+so the RTDOSE variants a department meets — cGy exports, relative doses, absolute
+GridFrameOffsetVector, feet-first or flipped grids, primary + boost plans — are settled here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from rtnode.dvh.errors import DVHInputError
+
+log = logging.getLogger(__name__)
+
+#: DoseSummationType of a TPS plan sum
+PLAN_SUM = "MULTI_PLAN"
+
+
+@dataclass
+class DoseVolume:
+    """Dose in Gy sampled at voxel centres x[i], y[j], z[k] (all ascending): values[k, j, i]."""
+
+    values: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    frame_of_reference_uid: str = ""
+    summation_type: str = "PLAN"
+    sources: list[str] = field(default_factory=list)  # SOPInstanceUIDs of the RTDOSEs summed
+    dvh_sequence: list[Dataset] = field(default_factory=list)  # TPS DVHs, single RTDOSE only
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        def step(a: np.ndarray) -> float:
+            return float(np.median(np.diff(a))) if a.size > 1 else 0.0
+        return step(self.x), step(self.y), step(self.z)
+
+    @property
+    def voxel_volume_cc(self) -> float:
+        sx, sy, sz = self.spacing
+        return sx * sy * sz / 1000.0
+
+    def same_grid(self, other: "DoseVolume") -> bool:
+        return all(a.shape == b.shape and np.allclose(a, b, atol=1e-3)
+                   for a, b in ((self.x, other.x), (self.y, other.y), (self.z, other.z)))
+
+
+def _frame_positions(ds: Dataset, frames: int, normal_z: float) -> np.ndarray:
+    """Patient z of every frame from GridFrameOffsetVector in either DICOM form.
+
+    Relative form: the first offset is 0 and offsets run along the slice normal from IPP.
+    Absolute form (older exports): the first offset equals IPP z and offsets are z positions.
+    """
+    ipp_z = float(ds.ImagePositionPatient[2])
+    gfov = getattr(ds, "GridFrameOffsetVector", None)
+    if gfov is None or len(gfov) == 0:
+        if frames == 1:
+            return np.array([ipp_z])
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: {frames} frames but no "
+                            "GridFrameOffsetVector")
+    offsets = np.asarray([float(v) for v in gfov], dtype=float)
+    if offsets.size != frames:
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector has "
+                            f"{offsets.size} values for {frames} frames")
+    if abs(offsets[0]) < 1e-6:
+        return ipp_z + normal_z * offsets
+    if abs(offsets[0] - ipp_z) < 1e-3:
+        return offsets
+    raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector starts at "
+                        f"{offsets[0]} — neither 0 (relative) nor ImagePositionPatient z "
+                        f"{ipp_z} (absolute)")
+
+
+def _units_factor(ds: Dataset, values_max: float, prescription_gy: float | None) -> float:
+    """Factor that turns scaled pixel values into Gy.
+
+    RELATIVE doses are read as a fraction of the prescription (1.0 = 100 %) or, when the
+    largest value exceeds 5, as a percentage of it; without a prescription they are an error.
+    """
+    units = str(getattr(ds, "DoseUnits", "GY")).upper()
+    if units == "GY":
+        return 1.0
+    if units == "CGY":
+        return 0.01
+    if units == "RELATIVE":
+        if not prescription_gy:
+            raise DVHInputError(
+                f"RTDOSE {ds.SOPInstanceUID} has DoseUnits RELATIVE; give a prescription dose "
+                "(RTPLAN TargetPrescriptionDose or dvh.prescription_gy) to make it absolute")
+        return prescription_gy / (100.0 if values_max > 5.0 else 1.0)
+    raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: unknown DoseUnits {units!r}")
+
+
+def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
+    """One RTDOSE as a DoseVolume in Gy (DoseGridScaling applied, axes sorted ascending)."""
+    if getattr(ds, "Modality", "RTDOSE") != "RTDOSE":
+        raise DVHInputError(f"expected an RTDOSE, got Modality {ds.Modality}")
+    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+    row, col = iop[:3], iop[3:]
+    if not (abs(abs(row[0]) - 1) < 1e-4 and abs(abs(col[1]) - 1) < 1e-4):
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {list(iop)} "
+                            "is not axial; only axial dose grids are supported")
+    pixels = np.asarray(ds.pixel_array, dtype=np.float64)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    pixels = pixels.reshape(frames, int(ds.Rows), int(ds.Columns))
+    scaling = float(getattr(ds, "DoseGridScaling", 1.0) or 1.0)
+    values = pixels * scaling
+    values *= _units_factor(ds, float(values.max(initial=0.0)), prescription_gy)
+    ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
+    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
+    x = ipp[0] + row[0] * col_spacing * np.arange(int(ds.Columns))
+    y = ipp[1] + col[1] * row_spacing * np.arange(int(ds.Rows))
+    z = _frame_positions(ds, frames, float(np.cross(row, col)[2]))
+    for axis, coords in ((2, x), (1, y), (0, z)):
+        if coords.size > 1 and coords[1] < coords[0]:
+            values = np.flip(values, axis=axis)
+    x, y, z = np.sort(x), np.sort(y), np.sort(z)
+    for name, a in (("column", x), ("row", y), ("frame", z)):
+        if a.size > 1 and np.any(np.diff(a) <= 0):
+            raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: repeated {name} positions")
+    if z.size == 1:
+        # a single dose plane stands for a slab of its SliceThickness
+        half = float(getattr(ds, "SliceThickness", 0) or 1.0) / 2.0
+        values = np.concatenate([values, values])
+        z = np.array([z[0] - half, z[0] + half])
+    return DoseVolume(values=np.ascontiguousarray(values), x=x, y=y, z=z,
+                      frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
+                      summation_type=str(getattr(ds, "DoseSummationType", "PLAN")).upper(),
+                      sources=[str(ds.SOPInstanceUID)],
+                      dvh_sequence=list(getattr(ds, "DVHSequence", None) or []))
+
+
+def resample(dose: DoseVolume, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Trilinear resampling of a dose volume onto the grid x, y, z; zero outside its grid."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    interp = RegularGridInterpolator((dose.z, dose.y, dose.x), dose.values, method="linear",
+                                     bounds_error=False, fill_value=0.0)
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    pts = np.column_stack([zz.ravel(), yy.ravel(), xx.ravel()])
+    return interp(pts).reshape(zz.shape)
+
+
+def sum_doses(doses: list[DoseVolume]) -> DoseVolume:
+    """Add RTDOSEs (e.g. primary + boost) on the grid of the one that covers most volume.
+
+    Doses on the same grid add voxel by voxel; others are resampled trilinearly and count as 0
+    outside their own grid, as a TPS dose grid is sized to contain all the dose of its plan.
+    """
+    if not doses:
+        raise DVHInputError("no RTDOSE to sum")
+    fors = {d.frame_of_reference_uid for d in doses}
+    if len(fors) > 1:
+        raise DVHInputError("RTDOSEs to sum lie on different FrameOfReferenceUIDs: "
+                            + ", ".join(sorted(fors)))
+    if len(doses) == 1:
+        return doses[0]
+
+    def extent(d: DoseVolume) -> float:
+        return float(np.ptp(d.x) * np.ptp(d.y) * np.ptp(d.z))
+
+    base = max(doses, key=extent)
+    total = base.values.copy()
+    for d in doses:
+        if d is base:
+            continue
+        total += d.values if d.same_grid(base) else resample(d, base.x, base.y, base.z)
+    return DoseVolume(values=total, x=base.x, y=base.y, z=base.z,
+                      frame_of_reference_uid=base.frame_of_reference_uid,
+                      summation_type="SUM", sources=[s for d in doses for s in d.sources],
+                      notes=[f"sum of {len(doses)} RTDOSEs"])
+
+
+def select_dose(datasets: list[Dataset], prescription_gy: float | None = None,
+                sum_plan_doses: bool = True) -> DoseVolume:
+    """The course dose from the RTDOSEs at hand: a TPS plan sum (MULTI_PLAN) when there is one,
+    else the single PLAN dose, else the sum of the PLAN doses (primary + boost) when allowed,
+    else the sum of BEAM doses."""
+    if not datasets:
+        raise DVHInputError("no RTDOSE found")
+    by_type: dict[str, list[Dataset]] = {}
+    for ds in datasets:
+        by_type.setdefault(str(getattr(ds, "DoseSummationType", "PLAN")).upper(), []).append(ds)
+    if PLAN_SUM in by_type:
+        chosen = by_type[PLAN_SUM]
+        if len(chosen) > 1:
+            log.warning("%d plan-sum RTDOSEs; using %s", len(chosen), chosen[-1].SOPInstanceUID)
+        dose = load_dose(chosen[-1], prescription_gy)
+        dose.notes.append("TPS plan sum (MULTI_PLAN)")
+        return dose
+    plans = by_type.get("PLAN", [])
+    if len(plans) == 1:
+        return load_dose(plans[0], prescription_gy)
+    if len(plans) > 1:
+        if not sum_plan_doses:
+            raise DVHInputError(f"{len(plans)} PLAN RTDOSEs and no plan sum; set "
+                                "dvh.sum_plan_doses or pick one RTDOSE")
+        return sum_doses([load_dose(d, prescription_gy) for d in plans])
+    if "BEAM" in by_type:
+        return sum_doses([load_dose(d, prescription_gy) for d in by_type["BEAM"]])
+    if len(datasets) == 1:
+        return load_dose(datasets[0], prescription_gy)
+    raise DVHInputError("RTDOSEs of types " + ", ".join(sorted(by_type)) + " cannot be "
+                        "combined into a course dose; pick one RTDOSE")

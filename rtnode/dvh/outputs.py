@@ -1,0 +1,93 @@
+"""Files the ``dvh`` stage leaves in a course folder: metrics table, curves, picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rtnode.dvh.compute import DVHResults, merge_results
+
+METRICS_CSV = "dvh_metrics.csv"
+CURVES_PARQUET = "dvh_curves.parquet"
+PLOT_PNG = "dvh.png"
+#: ROIs beyond this many get no legend entry (an auto-segmentation has 100+)
+LEGEND_LIMIT = 25
+
+
+def _as_one(results: DVHResults | list[DVHResults]) -> DVHResults:
+    return results if isinstance(results, DVHResults) else merge_results(list(results))
+
+
+def metrics_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
+    """One row per ROI and source (manual or auto)."""
+    return pd.DataFrame(_as_one(results).metrics)
+
+
+def curves_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
+    """Long table of cumulative DVHs: one row per ROI, source and dose bin edge."""
+    parts = []
+    for r in _as_one(results).rois:
+        dvh = r.dvh
+        pct = 100.0 * dvh.volume_cc / r.covered_cc if r.covered_cc > 0 else \
+            np.zeros_like(dvh.volume_cc)
+        parts.append(pd.DataFrame({
+            "roi_number": np.int32(r.roi_number), "roi_name": r.roi_name, "source": r.source,
+            "engine": r.engine, "dose_gy": dvh.doses, "volume_cc": dvh.volume_cc,
+            "volume_pct": pct}))
+    if not parts:
+        return pd.DataFrame(columns=["roi_number", "roi_name", "source", "engine", "dose_gy",
+                                     "volume_cc", "volume_pct"])
+    frame = pd.concat(parts, ignore_index=True)
+    for col in ("roi_name", "source", "engine"):
+        frame[col] = frame[col].astype("category")
+    return frame
+
+
+def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
+    """Cumulative DVHs (volume % vs dose) of every non-empty ROI as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = _as_one(results)
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
+    drawn = [r for r in one.rois if r.covered_cc > 0]
+    for r in drawn:
+        style = "--" if r.source == "auto" else "-"
+        ax.plot(r.dvh.doses, 100.0 * r.dvh.volume_cc / r.covered_cc, style, lw=1.0,
+                label=f"{r.roi_name} ({r.source})")
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.set_ylim(0, 101)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    title = f"Cumulative DVH ({one.engine})"
+    if one.prescription_gy:
+        ax.axvline(one.prescription_gy, color="k", lw=0.8, ls=":")
+        title += f", prescription {one.prescription_gy:g} Gy"
+    ax.set_title(title)
+    if 0 < len(drawn) <= LEGEND_LIMIT:
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_course_outputs(results: DVHResults | list[DVHResults],
+                         out_dir: Path | str) -> dict[str, Path]:
+    """Write dvh_metrics.csv, dvh_curves.parquet and dvh.png into out_dir; returns their paths.
+
+    results: one DVHResults, or one per structure set (manual and auto) — rows carry ``source``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out / METRICS_CSV, "curves": out / CURVES_PARQUET, "plot": out / PLOT_PNG}
+    metrics_frame(results).to_csv(paths["metrics"], index=False)
+    curves_frame(results).to_parquet(paths["curves"], index=False)
+    plot_dvhs(results, paths["plot"])
+    return paths
