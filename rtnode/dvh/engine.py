@@ -137,7 +137,7 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
     gy = grad_y.reshape(frames.shape[0], -1)[base, cell]
     cov = lattice.coverage[p, j, i]
     shift = lattice.offset[p, j, i] * gx
-    half = 0.5 * h * (cov * np.abs(gx) + np.abs(gy))
+    spread2 = (h * cov * gx) ** 2 + (h * gy) ** 2  # squared widths of the in-plane ranges
 
     def dose_at_cut(q: int) -> np.ndarray:
         k = k_cut[p, q] - k_base[p]
@@ -151,8 +151,12 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
         d_next = dose_at_cut(q)
         dz = z_cut[p, q] - z_cut[p, q - 1]  # 0 for padding
         keep = dz > 0
-        los.append((np.minimum(d_prev, d_next) + shift - half)[keep])
-        his.append((np.maximum(d_prev, d_next) + shift + half)[keep])
+        # one uniform segment with the mean and variance of the cell piece's dose: exact when
+        # the dose varies along one axis, close when several add (a sum of uniform spreads)
+        mid = 0.5 * (d_prev + d_next) + shift
+        half = 0.5 * np.sqrt((d_next - d_prev) ** 2 + spread2)
+        los.append((mid - half)[keep])
+        his.append((mid + half)[keep])
         ws.append((area * dz / 1000.0)[keep])
         d_prev = d_next
     lo, hi, w = np.concatenate(los), np.concatenate(his), np.concatenate(ws)

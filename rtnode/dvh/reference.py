@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -95,7 +96,9 @@ def reference_roi_dvh(rtstruct: Dataset, rtdose: Dataset, roi: StructureROI) -> 
                     dvh=CumulativeDVH(BIN_WIDTH_GY, np.zeros(1)),
                     skipped_contours=roi.skipped_contours, warnings=list(roi.warnings))
     try:
-        calc = dvhcalc.get_dvh(rtstruct, rtdose, roi.number)
+        with warnings.catch_warnings():  # its pixel access uses APIs pydicom 3 deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            calc = dvhcalc.get_dvh(rtstruct, rtdose, roi.number)
     except Exception as exc:  # dicompyler-core fails on some degenerate input
         result.warnings.append(f"dicompyler-core failed: {exc}")
         return result

@@ -7,7 +7,6 @@ operations. The outcome carries the DICOM status to answer with and a reason a p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import zlib
@@ -26,18 +25,27 @@ from rtnode.dicom.uid import is_valid_uid
 from rtnode.store.attributes import (
     PREAMBLE,
     IncompleteDataset,
+    InstanceRecord,
     check_complete,
     check_pixel_data,
     instance_record,
     read_header,
 )
-from rtnode.store.files import FileStore, InvalidUID
+from rtnode.store.files import FileStore, InvalidUID, Staged
 from rtnode.store.index import Index
 
 log = logging.getLogger("rtnode.store")
 
 #: how often the out-of-space condition is logged at ERROR while it lasts
 LOUD_EVERY_S = 30.0
+
+
+class Refusal(Exception):
+    """Why an instance is refused, with the C-STORE status that says so."""
+
+    def __init__(self, status: StoreStatus, reason: str, sop_uid: str):
+        super().__init__(reason)
+        self.status, self.reason, self.sop_uid = status, reason, sop_uid
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class Archive:
 
     # -- filing --------------------------------------------------------------------------------
 
-    def _reject(self, status: StoreStatus, reason: str, sop_uid: str,
+    def _reject(self, status: int, reason: str, sop_uid: str,
                 calling_ae: str) -> StoreOutcome:
         log.warning("refused instance %s from %s: 0x%04X %s", sop_uid or "?", calling_ae or "?",
                     status, reason)
@@ -113,70 +121,94 @@ class Archive:
                       expected_sop_uid: str | None = None) -> StoreOutcome:
         """File one encoded data set (as sent, in meta.TransferSyntaxUID) durably.
 
-        Never raises for bad input: every problem becomes a failure outcome, logged and recorded
-        as a 'rejected' event, so the listener answers and keeps serving.
+        An accepted instance is staged (written, hashed, fsync'd under tmp/), then published
+        under its final name and indexed. Never raises for bad input: every problem becomes a failure outcome, logged
+        and recorded as a 'rejected' event, so the listener answers and keeps serving.
         """
         sop_hint = str(expected_sop_uid or meta.get("MediaStorageSOPInstanceUID", "") or "")
         if not self._space_ok():
             return self._reject(StoreStatus.OUT_OF_RESOURCES,
                                 "storage below storage.min_free_gb", sop_hint, calling_ae)
-        ts = str(meta.get("TransferSyntaxUID", "") or "")
         try:
-            uid = UID(ts)
-            plain = zlib.decompress(dataset, -zlib.MAX_WBITS) if uid.is_deflated else dataset
-            pixel_bytes = check_complete(plain, uid.is_implicit_VR, uid.is_little_endian)
-            meta_buf = BytesIO()
+            head = self._file_head(meta, calling_ae)
+            record = self._examine(meta, head, dataset, expected_sop_uid, sop_hint)
+        except Refusal as refusal:
+            return self._reject(refusal.status, refusal.reason, refusal.sop_uid, calling_ae)
+        try:
+            staged = self.files.stage(head, dataset, digest_of=1)
+        except OSError as exc:
+            return self._reject(StoreStatus.OUT_OF_RESOURCES, f"cannot write: {exc}",
+                                record.sop_instance_uid, calling_ae)
+        return self._publish(record, staged, str(meta.TransferSyntaxUID), calling_ae,
+                             called_ae, origin)
+
+    @staticmethod
+    def _file_head(meta: FileMetaDataset, calling_ae: str) -> bytes:
+        """Preamble + our File Meta Information (implementation and source AE filled in)."""
+        try:
             meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
             meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
             if calling_ae:
                 meta.SourceApplicationEntityTitle = calling_ae
-            write_file_meta_info(meta_buf, meta, enforce_standard=True)
-            head = PREAMBLE + meta_buf.getvalue()
+            buf = BytesIO()
+            write_file_meta_info(buf, meta, enforce_standard=True)
+        except Exception as exc:
+            sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+            raise Refusal(StoreStatus.CANNOT_UNDERSTAND, f"bad file meta: {exc}", sop) from None
+        return PREAMBLE + buf.getvalue()
+
+    def _examine(self, meta: FileMetaDataset, head: bytes, dataset: bytes,
+                 expected_sop_uid: str | None, sop_hint: str) -> InstanceRecord:
+        """Parse and judge an instance; raises Refusal with the status to answer."""
+        try:
+            ts = UID(str(meta.get("TransferSyntaxUID", "") or ""))
+            plain = zlib.decompress(dataset, -zlib.MAX_WBITS) if ts.is_deflated else dataset
+            pixel_bytes = check_complete(plain, ts.is_implicit_VR, ts.is_little_endian)
             header = read_header(head + dataset)
             check_pixel_data(header, pixel_bytes)
             record = instance_record(header)
         except IncompleteDataset as exc:
-            return self._reject(StoreStatus.CANNOT_UNDERSTAND, f"truncated: {exc}",
-                                sop_hint, calling_ae)
+            raise Refusal(StoreStatus.CANNOT_UNDERSTAND, f"truncated: {exc}", sop_hint) from None
         except Exception as exc:  # anything pydicom cannot read is the sender's problem
-            return self._reject(StoreStatus.CANNOT_UNDERSTAND,
-                                f"cannot parse data set: {type(exc).__name__}: {exc}",
-                                sop_hint, calling_ae)
-
+            raise Refusal(StoreStatus.CANNOT_UNDERSTAND,
+                          f"cannot parse data set: {type(exc).__name__}: {exc}", sop_hint) from None
         missing = [name for name, value in (("StudyInstanceUID", record.study_uid),
                                             ("SeriesInstanceUID", record.series_uid),
                                             ("SOPInstanceUID", record.sop_instance_uid))
                    if not value]
         if missing:
-            return self._reject(StoreStatus.DATASET_MISMATCH, "missing " + ", ".join(missing),
-                                sop_hint, calling_ae)
+            raise Refusal(StoreStatus.DATASET_MISMATCH, "missing " + ", ".join(missing), sop_hint)
         sop_uid = record.sop_instance_uid
         try:
-            final = self.files.path_for(record.study_uid, record.series_uid, sop_uid)
+            self.files.path_for(record.study_uid, record.series_uid, sop_uid)
         except InvalidUID as exc:
-            return self._reject(StoreStatus.INVALID_UID, str(exc), sop_hint, calling_ae)
+            raise Refusal(StoreStatus.INVALID_UID, str(exc), sop_hint) from None
         if not is_valid_uid(record.sop_class_uid):
-            return self._reject(StoreStatus.INVALID_UID,
-                                f"SOPClassUID {record.sop_class_uid!r} is not a valid UID",
-                                sop_uid, calling_ae)
+            raise Refusal(StoreStatus.INVALID_UID,
+                          f"SOPClassUID {record.sop_class_uid!r} is not a valid UID", sop_uid)
         if expected_sop_uid and expected_sop_uid != sop_uid:
-            return self._reject(StoreStatus.UID_MISMATCH,
-                                f"data set SOPInstanceUID {sop_uid} differs from the request's "
-                                f"{expected_sop_uid}", sop_uid, calling_ae)
+            raise Refusal(StoreStatus.UID_MISMATCH, f"data set SOPInstanceUID {sop_uid} differs "
+                          f"from the request's {expected_sop_uid}", sop_uid)
+        return record
 
-        digest = hashlib.sha256(dataset).hexdigest()
+    def _publish(self, record: InstanceRecord, staged: Staged, transfer_syntax_uid: str,
+                 calling_ae: str, called_ae: str, origin: str) -> StoreOutcome:
+        """Dedupe, rename into place, commit the index row: success exists only after this."""
+        sop_uid = record.sop_instance_uid
+        final = self.files.path_for(record.study_uid, record.series_uid, sop_uid)
         previous = self.index.stored_file(sop_uid)
-        if previous is not None and previous.digest == digest:
+        if previous is not None and previous.digest == staged.digest:
+            self.files.discard(staged)
             self.index.record_event("duplicate", sop_instance_uid=sop_uid, calling_ae=calling_ae,
                                     status=0)
             log.info("duplicate %s from %s (identical bytes, kept once)", sop_uid, calling_ae)
             return StoreOutcome(0, "duplicate", "", sop_uid, self.files.absolute(previous.path))
         try:
-            size = self.files.write(final, head, dataset)
+            self.files.publish(staged, final)
             kind, replaced = self.index.record_instance(
-                record, path=self.files.relative(final), size=size, digest=digest,
-                transfer_syntax_uid=ts, calling_ae=calling_ae, called_ae=called_ae,
-                origin=origin)
+                record, path=self.files.relative(final), size=staged.size, digest=staged.digest,
+                transfer_syntax_uid=transfer_syntax_uid, calling_ae=calling_ae,
+                called_ae=called_ae, origin=origin)
         except OSError as exc:
             return self._reject(StoreStatus.OUT_OF_RESOURCES, f"cannot write: {exc}", sop_uid,
                                 calling_ae)

@@ -7,12 +7,23 @@ the file and its directory entry survive a power cut.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtnode.dicom.uid import is_valid_uid
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A complete, fsync'd file under tmp/ waiting to be published (or discarded)."""
+
+    path: Path
+    size: int
+    digest: str
 
 
 class InvalidUID(ValueError):
@@ -65,9 +76,13 @@ class FileStore:
             for created in reversed(missing):
                 self._fsync_dir(created.parent)
 
-    def write(self, final: Path, *chunks: bytes) -> int:
-        """Write chunks to final atomically and durably; returns the byte count."""
-        self._ensure_dir(final.parent)
+    def stage(self, *chunks: bytes, digest_of: int | None = None) -> Staged:
+        """Write chunks to a new file under tmp/ and fsync it; nothing is visible yet.
+
+        ``digest_of`` names the chunk whose SHA-256 is computed while the data is at hand. The
+        work here releases the GIL (write, hash, fsync), so a caller can stage on an I/O thread
+        while it parses the same bytes.
+        """
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -78,6 +93,8 @@ class FileStore:
                     n = os.write(fd, view)
                     view = view[n:]
                     size += n
+            digest = hashlib.sha256(chunks[digest_of]).hexdigest() if digest_of is not None \
+                else ""
             if self.fsync:
                 os.fsync(fd)
         except BaseException:
@@ -85,14 +102,28 @@ class FileStore:
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
+        return Staged(tmp, size, digest)
+
+    def publish(self, staged: Staged, final: Path) -> None:
+        """Rename a staged file to its final name and make the rename durable."""
+        self._ensure_dir(final.parent)
         try:
-            os.replace(tmp, final)
+            os.replace(staged.path, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            self.discard(staged)
             raise
         if self.fsync:
             self._fsync_dir(final.parent)
-        return size
+
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        staged.path.unlink(missing_ok=True)
+
+    def write(self, final: Path, *chunks: bytes) -> int:
+        """Write chunks to final atomically and durably; returns the byte count."""
+        staged = self.stage(*chunks)
+        self.publish(staged, final)
+        return staged.size
 
     def clear_tmp(self) -> int:
         """Remove partial writes left by a crash; they were never acknowledged."""

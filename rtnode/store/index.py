@@ -22,6 +22,10 @@ from rtnode.store.attributes import InstanceRecord
 from rtnode.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
+#: series whose patient/study/series rows this process remembers having written
+HIERARCHY_CACHE = 4096
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -48,6 +52,7 @@ class Index:
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._hierarchy: dict[str, tuple[tuple, int]] = {}
         self.migrate()
 
     # -- connections ---------------------------------------------------------------------------
@@ -125,7 +130,7 @@ class Index:
                         origin: str = "received") -> tuple[str, StoredFile | None]:
         """Insert or replace the instance row and its parents, with its event, in one commit.
 
-        Returns ("stored" | "duplicate" | "replaced", the file it replaced or None). A duplicate
+        Returns ("received" | "duplicate" | "replaced", the file it replaced or None). A duplicate
         can still arrive here when two associations deliver the same instance at once.
         """
         now = utc_now()
@@ -135,29 +140,7 @@ class Index:
             if old is not None and old["digest"] == digest:
                 self._event(c, now, "duplicate", rec.sop_instance_uid, calling_ae, 0, "")
                 return "duplicate", None
-            patient = c.execute(
-                "INSERT INTO patients(patient_id, name, birth_date, sex) VALUES (?,?,?,?) "
-                "ON CONFLICT(patient_id) DO UPDATE SET name=excluded.name, "
-                "birth_date=excluded.birth_date, sex=excluded.sex RETURNING id",
-                (rec.patient_id, rec.patient_name, rec.patient_birth_date,
-                 rec.patient_sex)).fetchone()[0]
-            study = c.execute(
-                "INSERT INTO studies(study_uid, patient_fk, study_date, study_time, description,"
-                " accession_number) VALUES (?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET "
-                "patient_fk=excluded.patient_fk, study_date=excluded.study_date, "
-                "study_time=excluded.study_time, description=excluded.description, "
-                "accession_number=excluded.accession_number RETURNING id",
-                (rec.study_uid, patient, rec.study_date, rec.study_time, rec.study_description,
-                 rec.accession_number)).fetchone()[0]
-            series = c.execute(
-                "INSERT INTO series(series_uid, study_fk, modality, series_number, description,"
-                " frame_of_reference_uid) VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO UPDATE"
-                " SET study_fk=excluded.study_fk, modality=excluded.modality, "
-                "series_number=excluded.series_number, description=excluded.description, "
-                "frame_of_reference_uid=CASE WHEN excluded.frame_of_reference_uid != '' THEN "
-                "excluded.frame_of_reference_uid ELSE frame_of_reference_uid END RETURNING id",
-                (rec.series_uid, study, rec.modality, rec.series_number,
-                 rec.series_description, rec.frame_of_reference_uid)).fetchone()[0]
+            series, hierarchy = self._series_fk(c, rec)
             values = (rec.sop_class_uid, series, rec.modality, rec.instance_number,
                       rec.frame_of_reference_uid, transfer_syntax_uid, path, size, digest, now,
                       calling_ae, called_ae, origin, json.dumps(rec.attrs))
@@ -182,7 +165,47 @@ class Index:
             kind = "received" if old is None else "replaced"
             detail = "" if old is None else f"previous digest {old['digest'][:16]}"
             self._event(c, now, kind, rec.sop_instance_uid, calling_ae, 0, detail)
+        # committed: only now may the upserted hierarchy be remembered
+        if len(self._hierarchy) >= HIERARCHY_CACHE:
+            self._hierarchy.clear()  # the series being received are re-learnt in one write
+        self._hierarchy[rec.series_uid] = (hierarchy, series)
         return kind, (None if old is None else StoredFile(old["path"], old["digest"]))
+
+    def _series_fk(self, c: sqlite3.Connection, rec: InstanceRecord) -> tuple[int, tuple]:
+        """Upsert patient, study and series; skipped when this process already committed
+        exactly these values for this series (every slice of a CT repeats them). Returns the
+        series row id and the values, for the caller to remember once committed."""
+        values = (rec.patient_id, rec.patient_name, rec.patient_birth_date, rec.patient_sex,
+                  rec.study_uid, rec.study_date, rec.study_time, rec.study_description,
+                  rec.accession_number, rec.series_uid, rec.modality, rec.series_number,
+                  rec.series_description, rec.frame_of_reference_uid)
+        cached = self._hierarchy.get(rec.series_uid)
+        if cached is not None and cached[0] == values:
+            return cached[1], values
+        patient = c.execute(
+            "INSERT INTO patients(patient_id, name, birth_date, sex) VALUES (?,?,?,?) "
+            "ON CONFLICT(patient_id) DO UPDATE SET name=excluded.name, "
+            "birth_date=excluded.birth_date, sex=excluded.sex RETURNING id",
+            (rec.patient_id, rec.patient_name, rec.patient_birth_date,
+             rec.patient_sex)).fetchone()[0]
+        study = c.execute(
+            "INSERT INTO studies(study_uid, patient_fk, study_date, study_time, description,"
+            " accession_number) VALUES (?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET "
+            "patient_fk=excluded.patient_fk, study_date=excluded.study_date, "
+            "study_time=excluded.study_time, description=excluded.description, "
+            "accession_number=excluded.accession_number RETURNING id",
+            (rec.study_uid, patient, rec.study_date, rec.study_time, rec.study_description,
+             rec.accession_number)).fetchone()[0]
+        series = c.execute(
+            "INSERT INTO series(series_uid, study_fk, modality, series_number, description,"
+            " frame_of_reference_uid) VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO UPDATE"
+            " SET study_fk=excluded.study_fk, modality=excluded.modality, "
+            "series_number=excluded.series_number, description=excluded.description, "
+            "frame_of_reference_uid=CASE WHEN excluded.frame_of_reference_uid != '' THEN "
+            "excluded.frame_of_reference_uid ELSE frame_of_reference_uid END RETURNING id",
+            (rec.series_uid, study, rec.modality, rec.series_number,
+             rec.series_description, rec.frame_of_reference_uid)).fetchone()[0]
+        return series, values
 
     @staticmethod
     def _event(c: sqlite3.Connection, at: str, kind: str, sop_instance_uid: str,
