@@ -21,7 +21,7 @@ from rtnode import __version__
 from rtnode.config import Config, ConfigError, load_config
 
 app = typer.Typer(
-    name="rtnode", no_args_is_help=True, add_completion=False,
+    name="rtnode", add_completion=False,
     help="A DICOM node for radiotherapy: receives, files and indexes studies.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
 app.add_typer(config_app, name="config")
@@ -63,11 +63,15 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> N
     out.print(table)
 
 
-@app.callback()
-def main(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+@app.callback(invoke_without_command=True)
+def main(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                       is_eager=True)) -> None:
     if version:
         out.print(f"rtnode {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help())
         raise typer.Exit(0)
 
 
