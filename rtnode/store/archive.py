@@ -26,10 +26,9 @@ from rtnode.store.attributes import (
     PREAMBLE,
     IncompleteDataset,
     InstanceRecord,
-    check_complete,
     check_pixel_data,
     instance_record,
-    read_header,
+    parse_dataset,
 )
 from rtnode.store.files import FileStore, InvalidUID, Staged
 from rtnode.store.index import Index
@@ -131,7 +130,7 @@ class Archive:
                                 "storage below storage.min_free_gb", sop_hint, calling_ae)
         try:
             head = self._file_head(meta, calling_ae)
-            record = self._examine(meta, head, dataset, expected_sop_uid, sop_hint)
+            record = self._examine(meta, dataset, expected_sop_uid, sop_hint)
         except Refusal as refusal:
             return self._reject(refusal.status, refusal.reason, refusal.sop_uid, calling_ae)
         try:
@@ -157,14 +156,13 @@ class Archive:
             raise Refusal(StoreStatus.CANNOT_UNDERSTAND, f"bad file meta: {exc}", sop) from None
         return PREAMBLE + buf.getvalue()
 
-    def _examine(self, meta: FileMetaDataset, head: bytes, dataset: bytes,
+    def _examine(self, meta: FileMetaDataset, dataset: bytes,
                  expected_sop_uid: str | None, sop_hint: str) -> InstanceRecord:
         """Parse and judge an instance; raises Refusal with the status to answer."""
         try:
             ts = UID(str(meta.get("TransferSyntaxUID", "") or ""))
             plain = zlib.decompress(dataset, -zlib.MAX_WBITS) if ts.is_deflated else dataset
-            pixel_bytes = check_complete(plain, ts.is_implicit_VR, ts.is_little_endian)
-            header = read_header(head + dataset)
+            header, pixel_bytes = parse_dataset(plain, ts.is_implicit_VR, ts.is_little_endian)
             check_pixel_data(header, pixel_bytes)
             record = instance_record(header)
         except IncompleteDataset as exc:

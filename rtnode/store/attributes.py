@@ -12,16 +12,17 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
+from pydicom.tag import Tag
 
-PREAMBLE = b"\x00" * 128 + b"DICM"
+PREAMBLE = b"\x00" * 128 + b"DICM"  # the start of every Part 10 file
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
+SPECIFIC_CHARACTER_SET = 0x00080005
 
 #: single-valued attributes copied into the instance's JSON ``attrs`` when present
 INSTANCE_ATTRS = (
@@ -31,6 +32,13 @@ INSTANCE_ATTRS = (
     "ApprovalStatus", "StructureSetLabel", "StructureSetDate", "ContentDate", "ContentTime",
     "Manufacturer", "StationName", "ManufacturerModelName",
 )
+
+#: top-level keywords instance_record reads (everything else stays unconverted)
+WANTED = {Tag(kw): kw for kw in (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "StudyDescription", "AccessionNumber", "SeriesNumber", "SeriesDescription", "InstanceNumber",
+    "FrameOfReferenceUID", *INSTANCE_ATTRS)}
 
 #: (kind, path of sequence keywords, UID keyword) — where each kind of reference lives
 REFERENCE_PATHS: dict[str, tuple[tuple[str, tuple[str, ...], str], ...]] = {
@@ -93,15 +101,18 @@ class InstanceRecord:
     refs: list[tuple[str, str]] = field(default_factory=list)
 
 
-def check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> int | None:
-    """Raise IncompleteDataset unless the top-level elements account for every byte.
+def parse_dataset(raw: bytes, implicit_vr: bool,
+                  little_endian: bool) -> tuple[Dataset, int | None]:
+    """Read an encoded data set in one pass and prove it is whole.
 
-    pydicom reads a truncated stream without complaint (it stops at the last whole element, or
-    returns a short value), so the check is ours: each defined-length value must be as long as
-    its header says, and the last element must end exactly at the end of the bytes. Returns the
-    length of a native (defined-length) Pixel Data value, for ``check_pixel_data``.
+    Returns the data set (values still raw: pydicom converts only what is asked for) and the
+    length of a native, defined-length Pixel Data value for ``check_pixel_data``. pydicom reads
+    a truncated stream without complaint — it stops at the last whole element, or returns a short
+    value — so the check is ours: each defined-length value must be as long as its header says,
+    and the last element must end exactly where the bytes do. Raises IncompleteDataset.
     """
     fp = io.BytesIO(raw)
+    elements: dict = {}
     end = 0
     pixel_bytes = None
     try:
@@ -114,6 +125,7 @@ def check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> int | 
                         f"{len(elem.value)} present")
                 if elem.tag == PIXEL_DATA:
                     pixel_bytes = elem.length
+            elements[elem.tag] = elem
             end = fp.tell()
     except (EOFError, OSError, ValueError) as exc:
         if isinstance(exc, IncompleteDataset):
@@ -121,7 +133,12 @@ def check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> int | 
         raise IncompleteDataset(f"data set cannot be parsed: {exc}") from None
     if end != len(raw):
         raise IncompleteDataset(f"data set ends inside an element ({len(raw) - end} stray bytes)")
-    return pixel_bytes
+    ds = Dataset(elements)
+    charset = elements.get(SPECIFIC_CHARACTER_SET)
+    encoding = convert_encodings(convert_raw_data_element(charset).value) if charset else \
+        default_encoding
+    ds.set_original_encoding(implicit_vr, little_endian, encoding)
+    return ds, pixel_bytes
 
 
 def check_pixel_data(ds: Dataset, pixel_bytes: int | None) -> None:
@@ -180,41 +197,33 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def read_header(blob: bytes) -> Dataset:
-    """Parse a whole Part 10 file image up to the pixel data."""
-    return dcmread(io.BytesIO(blob), stop_before_pixels=True, defer_size=4096, force=True)
-
-
 def instance_record(ds: Dataset) -> InstanceRecord:
     """The index's view of a parsed header. Missing UIDs come back empty for the caller to judge."""
-    modality = str(ds.get("Modality", "") or "")
-    attrs = {k: _plain(ds.get(k)) for k in INSTANCE_ATTRS if ds.get(k) not in (None, "")}
+    present = {kw: ds[tag].value for tag, kw in WANTED.items() if tag in ds}
+
+    def text(keyword: str) -> str:
+        v = present.get(keyword)
+        return "" if v is None else str(v)
+
+    modality = text("Modality")
     return InstanceRecord(
-        sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_class_uid=text("SOPClassUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        study_uid=text("StudyInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
         modality=modality,
-        patient_id=str(ds.get("PatientID", "") or ""),
-        patient_name=str(ds.get("PatientName", "") or ""),
-        patient_birth_date=str(ds.get("PatientBirthDate", "") or ""),
-        patient_sex=str(ds.get("PatientSex", "") or ""),
-        study_date=str(ds.get("StudyDate", "") or ""),
-        study_time=str(ds.get("StudyTime", "") or ""),
-        study_description=str(ds.get("StudyDescription", "") or ""),
-        accession_number=str(ds.get("AccessionNumber", "") or ""),
-        series_number=_int(ds.get("SeriesNumber")),
-        series_description=str(ds.get("SeriesDescription", "") or ""),
-        instance_number=_int(ds.get("InstanceNumber")),
-        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
-        attrs=attrs,
-        refs=references(ds, modality),
+        patient_id=text("PatientID"),
+        patient_name=text("PatientName"),
+        patient_birth_date=text("PatientBirthDate"),
+        patient_sex=text("PatientSex"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        study_description=text("StudyDescription"),
+        accession_number=text("AccessionNumber"),
+        series_number=_int(present.get("SeriesNumber")),
+        series_description=text("SeriesDescription"),
+        instance_number=_int(present.get("InstanceNumber")),
+        frame_of_reference_uid=text("FrameOfReferenceUID"),
+        attrs={k: _plain(present[k]) for k in INSTANCE_ATTRS if present.get(k) not in (None, "")},
+        refs=references(ds, modality) if modality in REFERENCE_PATHS else [],
     )
-
-
-def transfer_syntax_flags(transfer_syntax: str) -> tuple[bool, bool]:
-    """(implicit VR, little endian) of the data set encoding; deflate reads as explicit LE."""
-    uid = UID(transfer_syntax)
-    if not uid.is_transfer_syntax:
-        raise ValueError(f"{transfer_syntax} is not a transfer syntax")
-    return uid.is_implicit_VR, uid.is_little_endian

@@ -86,11 +86,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def bench_rtnode(files, work: Path, nodelay: bool) -> float:
+def bench_rtnode(files, work: Path, nodelay: bool, fsync: bool = True) -> float:
     port = free_port()
     (work / "config.yaml").write_text(
         f"dicom:\n  bind: 127.0.0.1\n  port: {port}\nstorage:\n  root: storage\n"
-        "  min_free_gb: 0\nlogging:\n  level: WARNING\n")
+        f"  min_free_gb: 0\n  fsync: {str(fsync).lower()}\nlogging:\n  level: WARNING\n")
     proc = subprocess.Popen([sys.executable, "-m", "rtnode", "serve", "--config",
                              str(work / "config.yaml")])
     try:
@@ -101,6 +101,10 @@ def bench_rtnode(files, work: Path, nodelay: bool) -> float:
     n = len(list((work / "storage" / "dicom").rglob("*.dcm")))
     assert n == len(files), f"rtnode stored {n} of {len(files)}"
     return seconds
+
+
+def bench_rtnode_nofsync(files, work: Path, nodelay: bool) -> float:
+    return bench_rtnode(files, work, nodelay, fsync=False)
 
 
 def bench_bare(files, work: Path, nodelay: bool) -> float:
@@ -159,7 +163,9 @@ def main() -> None:
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{len(files)} CT instances, {args.size}x{args.size}, {mb:.0f} MB; storescu "
               f"TCP_NODELAY={'1' if args.nodelay else '0 (DCMTK default)'}; cores: {os.cpu_count()}")
-        receivers = [("rtnode (fsync on)", bench_rtnode), ("bare pynetdicom SCP", bench_bare)]
+        receivers = [("rtnode (fsync on)", bench_rtnode),
+                     ("rtnode (fsync off)", bench_rtnode_nofsync),
+                     ("bare pynetdicom SCP", bench_bare)]
         if not args.skip_orthanc:
             receivers.append(("Orthanc", bench_orthanc))
         results: dict[str, float] = {}
@@ -176,11 +182,11 @@ def main() -> None:
                 results[name] = best
 
     rt = results["rtnode (fsync on)"]
-    print(f"\n{'receiver':<24}{'seconds':>9}{'inst/s':>9}{'MB/s':>8}{'rtnode speed ratio':>20}")
+    print(f"\n{'receiver':<24}{'seconds':>9}{'inst/s':>9}{'MB/s':>8}"
+          f"{'time vs rtnode (fsync on)':>28}")
     for name, seconds in results.items():
-        ratio = seconds / rt
         print(f"{name:<24}{seconds:>9.2f}{len(files) / seconds:>9.0f}{mb / seconds:>8.0f}"
-              f"{ratio:>19.2f}x")
+              f"{seconds / rt:>27.2f}x")
     bare = results["bare pynetdicom SCP"]
     print(f"\nrtnode vs bare SCP: {bare / rt:.2f}x (goal >= 0.8x); "
           f"{len(files) / rt:.0f} instances/s (goal >= 200)")
