@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 import pynetdicom
 import pytest
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
 from pynetdicom import AE
 
 from peers import echoscu, storescu, store_responses
@@ -184,3 +184,33 @@ def test_sigterm_stops_cleanly(node, course_100):
     assert not (node.storage / "node.json").exists()
     assert "stopped after 1 stored instance" in node.log
     assert node.cli_json("status")["node"]["up"] is False
+
+
+def test_compressed_transfer_syntax_is_stored_as_received(node, course_100, tmp_path):
+    ds = pydicom.dcmread(course_100["CT"][5])
+    ds.compress(RLELossless)
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle)
+    r = storescu(node.port, [rle], extra=["--propose-rle"])
+    assert store_responses(r.stdout) == ["Success"], r.stdout
+    kept_meta, kept = split_part10(stored_path(node, ds).read_bytes())
+    assert kept_meta.TransferSyntaxUID == RLELossless
+    assert kept == split_part10(rle.read_bytes())[1]
+    assert node.cli_json("instances")[0]["transfer_syntax_uid"] == RLELossless
+
+
+def test_association_limit_rejects_the_extra_caller(node_factory, course_100):
+    node = node_factory(dicom={"max_associations": 1})
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    held = ae.associate("127.0.0.1", node.port, ae_title="RTNODE")
+    assert held.is_established
+    try:
+        r = storescu(node.port, course_100["RTPLAN"], calling="SECOND")
+        assert "Association Rejected" in r.stdout
+        assert "Local Limit Exceeded" in r.stdout
+        assert "association limit reached" in node.log
+    finally:
+        held.release()
+    r = storescu(node.port, course_100["RTPLAN"], calling="SECOND")
+    assert store_responses(r.stdout) == ["Success"]
