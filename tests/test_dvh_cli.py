@@ -112,5 +112,24 @@ def test_course_outputs_for_manual_and_auto_structure_sets(tmp_path):
     ptv = curves[(curves["roi_name"] == "PTV") & (curves["source"] == "manual")]
     assert ptv["volume_pct"].iloc[0] == pytest.approx(100.0)
     assert ptv["volume_pct"].is_monotonic_decreasing
-    assert ptv["dose_gy"].diff().dropna().max() <= 0.01 + 1e-12
+    steps = ptv["dose_gy"].diff().dropna()
+    assert steps.iloc[1:].max() <= 0.01 + 1e-12  # fine bins from the flat part up to Dmax
+    dmin = float(metrics[(metrics["roi_name"] == "PTV") & (metrics["source"] == "manual")]
+                 ["dmin_gy"].iloc[0])
+    assert ptv["dose_gy"].iloc[1] <= dmin < ptv["dose_gy"].iloc[1] + 0.02
     assert paths["plot"].name == "dvh.png" and paths["plot"].stat().st_size > 1000
+
+
+def test_repeated_rtdose_options_are_summed(folder, tmp_path):
+    """--rtdose twice: the two doses add (here the same plan dose twice: double the dose)."""
+    import pydicom
+
+    ds = pydicom.dcmread(folder / "rd.dcm")
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "second.dcm", enforce_file_format=True)
+    result = CliRunner().invoke(app, ["dvh", str(folder), "--rtdose", str(folder / "rd.dcm"),
+                                      "--rtdose", str(tmp_path / "second.dcm"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["rois"][0]["dmean_gy"] == pytest.approx(120.0, abs=0.02)
+    assert any("sum of 2 RTDOSEs" in n for n in payload["notes"])

@@ -134,3 +134,21 @@ def test_feet_first_orientation_is_read_in_patient_coordinates(base):
     row = metrics_by_name(compute_dvhs(base.rtstruct, ds))["PTV"]
     for key in ("d98_gy", "d2_gy", "dmean_gy"):
         assert row[key] == pytest.approx(truth()[key], abs=0.02)
+
+
+def test_prescriptions_of_summed_plans_add_up(base):
+    from rtnode.phantom.rt import make_rtplan
+
+    plan_a = make_rtplan(base.patient, base.rtstruct, 50.0, label="PRIMARY")
+    plan_b = make_rtplan(base.patient, base.rtstruct, 10.0, label="BOOST")
+    dose_a = make_rtdose(base.patient, plan_a, base.default_dose_grid(), linear_dose(50.0, GRAD))
+    boost_grid = DoseGrid(origin=(-20.3, -35.1, -27.7), spacing=(2.0, 2.0, 2.0),
+                          shape=(31, 31, 31))
+    dose_b = make_rtdose(base.patient, plan_b, boost_grid, linear_dose(10.0))
+    summed = compute_dvhs(base.rtstruct, [dose_a, dose_b], [plan_a, plan_b])
+    assert summed.prescription_gy == pytest.approx(60.0)
+    assert metrics_by_name(summed)["PTV"]["v100_rx_pct"] == pytest.approx(
+        100 * float(stack_dvh(PTV, slice_positions(), LinearField(60.0, GRAD))
+                    .volume_above([60.0])[0]) / truth()["volume_cc"] / 1000, abs=0.1)
+    primary_only = compute_dvhs(base.rtstruct, dose_a, [plan_a, plan_b])
+    assert primary_only.prescription_gy == pytest.approx(50.0)

@@ -129,3 +129,20 @@ def test_auto_segmentation_rois_are_labelled_auto(base):
     assert {r["source"] for r in res.metrics} == {"auto"}
     manual = compute_dvhs(copy.deepcopy(base.rtstruct), base.rtdose)
     assert {r["source"] for r in manual.metrics} == {"manual"}
+
+
+def test_plan_dose_reference_marks_targets_only_in_its_own_structure_set(base):
+    """The RTPLAN's DoseReference points at ROI 1 of the structure set it was planned on; in an
+    auto-segmentation ROI 1 is something else and must not get prescription metrics."""
+    from rtnode.phantom.rt import make_rtstruct
+
+    untyped = (Sphere("Boost", interpreted_type="", center=(0.0, 0.0, 2.0), radius=20.0), OAR)
+    manual = make_rtstruct(base.patient, base.ct, untyped)
+    plan = copy.deepcopy(base.rtplan)
+    plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID = manual.SOPInstanceUID
+    rows = metrics_by_name(compute_dvhs(manual, base.rtdose, plan))
+    assert "v100_rx_pct" in rows["Boost"]  # ROI 1, pointed at by the dose reference
+    auto = make_rtstruct(base.patient, base.ct, (OAR, PTV), algorithm="AUTOMATIC")
+    rows = metrics_by_name(compute_dvhs(auto, base.rtdose, plan))
+    assert "v100_rx_pct" not in rows["OAR"]  # ROI 1 of another structure set
+    assert "v100_rx_pct" in rows["PTV"]  # a target by its interpreted type

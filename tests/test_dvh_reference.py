@@ -79,8 +79,29 @@ def test_reference_engine_reads_cgy_dose_correctly():
     c = course(AXES["z"])
     dose_cgy = make_rtdose(c.patient, c.rtplan, c.default_dose_grid(),
                            linear_dose(60.0, AXES["z"]), units="CGY")
+    pixels_before = bytes(dose_cgy.PixelData)
     ref = compute_dvhs(c.rtstruct, dose_cgy, c.rtplan, DVHConfig(engine="dicompyler"))
+    assert dose_cgy.DoseUnits == "CGY" and bytes(dose_cgy.PixelData) == pixels_before
     row = metrics_by_name(ref)["Sphere_r40"]
     assert row["dmean_gy"] == pytest.approx(60.0, abs=0.02)
     assert ref.engine == "dicompyler"
     assert {r.engine for r in ref.rois} == {"dicompyler"}
+
+
+def test_reference_engine_gets_the_summed_dose():
+    """Primary + boost on different grids: dicompyler-core is given the summed dose, so both
+    engines report the same mean dose for a large ROI."""
+    from rtnode.phantom import linear_dose
+    from rtnode.phantom.rt import DoseGrid, make_rtdose
+
+    c = course(AXES["z"])
+    primary = make_rtdose(c.patient, c.rtplan, c.default_dose_grid(),
+                          linear_dose(50.0, AXES["z"]))
+    boost = make_rtdose(c.patient, c.rtplan,
+                        DoseGrid(origin=(-50.2, -50.6, -50.4), spacing=(2.0, 2.0, 2.0),
+                                 shape=(51, 51, 51)), linear_dose(10.0))
+    ours = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost]))
+    ref = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost], None,
+                                       DVHConfig(engine="dicompyler")))
+    assert ours["Sphere_r40"]["dmean_gy"] == pytest.approx(60.0, abs=0.01)
+    assert ref["Sphere_r40"]["dmean_gy"] == pytest.approx(60.0, abs=0.02)

@@ -5,10 +5,22 @@ Entry points: ``compute_dvhs`` (datasets), ``dvh_for_folder`` (a course folder) 
 ``write_course_outputs`` (the stage's files). Conventions are in docs/DVH.md.
 """
 
-from rtnode.dvh.compute import DVHResults, compute_dvhs, dvh_for_folder, merge_results
-from rtnode.dvh.config import DVHConfig
-from rtnode.dvh.errors import DVHInputError
-from rtnode.dvh.outputs import write_course_outputs
+import importlib
+from typing import Any
 
-__all__ = ["DVHConfig", "DVHInputError", "DVHResults", "compute_dvhs", "dvh_for_folder",
-           "merge_results", "write_course_outputs"]
+# Lazy: ``rtnode.config`` imports DVHConfig from here, and must not pull numpy/pandas/matplotlib
+# into every process (worker processes cap their BLAS threads before numpy is first imported).
+_EXPORTS = {
+    "DVHResults": "compute", "compute_dvhs": "compute", "dvh_for_folder": "compute",
+    "merge_results": "compute", "DVHConfig": "config", "RoiDVH": "engine",
+    "DVHInputError": "errors", "CumulativeDVH": "histogram",
+    "write_course_outputs": "outputs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"rtnode.dvh.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'rtnode.dvh' has no attribute {name!r}")

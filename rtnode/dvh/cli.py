@@ -24,9 +24,9 @@ def dvh_command(
         "--rtdose", help="RTDOSE file; repeat to sum several (primary + boost).")] = None,
     rtplan: Annotated[Optional[Path], typer.Option(
         "--rtplan", help="RTPLAN file (prescription) instead of searching PATH.")] = None,
-    engine: Annotated[str, typer.Option(
-        "--engine", help="rtnode (default) or dicompyler (dicompyler-core reference).")
-    ] = "rtnode",
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", help="rtnode or dicompyler (dicompyler-core reference); default dvh.engine "
+                         "of the config.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
     csv: Annotated[Optional[Path], typer.Option(
         "--csv", help="Write the metrics table to this CSV file.")] = None,
@@ -34,16 +34,28 @@ def dvh_command(
         "--plot", help="Write the cumulative DVHs to this PNG file.")] = None,
     prescription: Annotated[Optional[float], typer.Option(
         "--prescription", help="Prescription dose in Gy (overrides the RTPLAN).")] = None,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="Config file whose dvh: section applies (default: "
+                               "$RTNODE_CONFIG, else ./config.yaml, else embedded defaults).")
+    ] = None,
 ) -> None:
     """Compute DVHs and metrics for every ROI of a course."""
     from rtnode.dvh.compute import dvh_for_folder
     from rtnode.dvh.outputs import metrics_frame, plot_dvhs
 
-    if engine not in ("rtnode", "dicompyler"):
+    from rtnode.config import ConfigError, load_config
+
+    if engine not in (None, "rtnode", "dicompyler"):
         raise typer.BadParameter("engine must be rtnode or dicompyler", param_hint="--engine")
     if as_json and csv is not None:
         raise typer.BadParameter("use either --json or --csv", param_hint="--csv")
-    config = DVHConfig(engine=engine, prescription_gy=prescription)  # type: ignore[arg-type]
+    try:
+        config: DVHConfig = load_config(config_file).dvh
+    except ConfigError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    overrides = {"engine": engine, "prescription_gy": prescription}
+    config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:
         results = dvh_for_folder(path, rtstruct=rtstruct, rtdose=rtdose or None,
                                  rtplan=rtplan, config=config)

@@ -7,7 +7,6 @@ per-ROI DVH curves, a flat metric record per ROI, and the TPS DVH check.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,11 +21,11 @@ from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.dose import DoseVolume, select_dose
 from rtnode.dvh.engine import RoiDVH, compute_roi_dvh
 from rtnode.dvh.errors import DVHInputError
-from rtnode.dvh.metrics import plan_prescription, roi_metrics
+from rtnode.dvh.metrics import (course_prescription, plan_prescription, plan_targets,
+                                 roi_metrics)
 from rtnode.dvh.structures import StructureROI, assign_slabs, read_rois
 from rtnode.dvh.tps import compare_with_tps
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,12 +68,12 @@ def check_frame_of_reference(rtstruct: Dataset, dose: DoseVolume) -> None:
         refs = getattr(rtstruct, "ReferencedFrameOfReferenceSequence", None) or []
         struct_for = str(getattr(refs[0], "FrameOfReferenceUID", "")) if refs else ""
     struct_fors = ({struct_for} | rois_for) - {""}
-    if dose.frame_of_reference_uid and struct_fors and dose.frame_of_reference_uid not in \
-            struct_fors:
+    dose_for = dose.frame_of_reference_uid
+    if dose_for and struct_fors and dose_for not in struct_fors:
         raise DVHInputError(
             f"RTSTRUCT {rtstruct.SOPInstanceUID} is on FrameOfReferenceUID "
             f"{', '.join(sorted(struct_fors))} but RTDOSE {', '.join(dose.sources)} is on "
-            f"{dose.frame_of_reference_uid}; they are not registered to each other")
+            f"{dose_for}; they are not registered to each other")
 
 
 def prescription_isodose_cc(rois: list[RoiDVH], dose: DoseVolume, rx_gy: float) -> float:
@@ -87,28 +86,36 @@ def prescription_isodose_cc(rois: list[RoiDVH], dose: DoseVolume, rx_gy: float) 
 
 
 def compute_dvhs(rtstruct: Dataset, rtdoses: Dataset | list[Dataset],
-                 rtplan: Dataset | None = None, config: DVHConfig | None = None,
+                 rtplan: Dataset | list[Dataset] | None = None,
+                 config: DVHConfig | None = None,
                  source: str | None = None,
                  slice_positions: np.ndarray | None = None) -> DVHResults:
     """DVHs and metrics of every ROI of ``rtstruct`` in the course dose.
 
     rtdoses: one RTDOSE or several (a TPS plan sum is preferred; PLAN doses are summed when
-    ``config.sum_plan_doses``). source: "manual"/"auto" for every ROI, else taken from each
-    ROI's ROIGenerationAlgorithm. slice_positions: CT slice z positions, when known, for the
-    slab convention (else the contour planes of the structure set).
+    ``config.sum_plan_doses``). rtplan: the RTPLAN(s) for the prescription — the plans the dose
+    refers to, added up when the dose is a sum; ``config.prescription_gy`` overrides.
+    source: "manual"/"auto" for every ROI, else taken from each ROI's ROIGenerationAlgorithm.
+    slice_positions: CT slice z positions, when known, for the slab convention (else the
+    contour planes of the structure set).
     """
     config = config or DVHConfig()
     start = time.perf_counter()
     datasets = [rtdoses] if isinstance(rtdoses, Dataset) else list(rtdoses)
-    plan_rx, plan_targets = plan_prescription(rtplan)
-    rx = config.prescription_gy or plan_rx
-    dose = select_dose(datasets, prescription_gy=rx, sum_plan_doses=config.sum_plan_doses)
+    plans = [] if rtplan is None else [rtplan] if isinstance(rtplan, Dataset) else list(rtplan)
+    # a RELATIVE dose is scaled by the largest prescription before we know which plans it sums
+    first_guess = max((rx for rx, _ in map(plan_prescription, plans) if rx), default=None)
+    dose = select_dose(datasets, prescription_gy=config.prescription_gy or first_guess,
+                       sum_plan_doses=config.sum_plan_doses)
     check_frame_of_reference(rtstruct, dose)
-    if rtplan is not None and str(getattr(rtplan, "FrameOfReferenceUID", "") or "") not in (
-            "", dose.frame_of_reference_uid):
-        raise DVHInputError(f"RTPLAN {rtplan.SOPInstanceUID} is on FrameOfReferenceUID "
-                            f"{rtplan.FrameOfReferenceUID} but RTDOSE is on "
-                            f"{dose.frame_of_reference_uid}")
+    for plan in plans:
+        if str(getattr(plan, "FrameOfReferenceUID", "") or "") not in (
+                "", dose.frame_of_reference_uid):
+            raise DVHInputError(f"RTPLAN {plan.SOPInstanceUID} is on FrameOfReferenceUID "
+                                f"{plan.FrameOfReferenceUID} but RTDOSE is on "
+                                f"{dose.frame_of_reference_uid}")
+    rx = config.prescription_gy or course_prescription(
+        plans, dose.referenced_plans, summed=dose.summation_type in ("SUM", "MULTI_PLAN"))
     rois = read_rois(rtstruct)
     assign_slabs(rois, dose.spacing[2] or 2.5, slice_positions)
 
@@ -124,7 +131,8 @@ def compute_dvhs(rtstruct: Dataset, rtdoses: Dataset | list[Dataset],
             r.source = source
 
     piv = prescription_isodose_cc(results, dose, rx) if rx else None
-    targets = {roi.number for roi in rois if is_target(roi, plan_targets)}
+    referenced = plan_targets(plans, rtstruct)
+    targets = {roi.number for roi in rois if is_target(roi, referenced)}
     metrics = [roi_metrics(r, config, rx if r.roi_number in targets else None, piv)
                for r in results]
     notes = list(dose.notes)
@@ -140,10 +148,10 @@ def compute_dvhs(rtstruct: Dataset, rtdoses: Dataset | list[Dataset],
                       seconds=time.perf_counter() - start)
 
 
-def is_target(roi: StructureROI, plan_targets: set[int]) -> bool:
-    """A target gets prescription metrics: its RT ROI Interpreted Type says so, or the RTPLAN's
+def is_target(roi: StructureROI, referenced: set[int]) -> bool:
+    """A target gets prescription metrics: its RT ROI Interpreted Type says so, or an RTPLAN's
     dose reference points at it."""
-    return roi.is_target or roi.number in plan_targets
+    return roi.is_target or roi.number in referenced
 
 
 def find_course_files(folder: Path) -> dict[str, list[Path]]:
@@ -190,8 +198,6 @@ def dvh_for_folder(path: Path | str | None = None, rtstruct: Path | None = None,
     if not doses:
         raise DVHInputError(f"no RTDOSE found in {path}")
     dose_ds = [pydicom.dcmread(p) for p in doses]
-    plan_ds = pydicom.dcmread(plans[-1]) if plans else None
-    if plans and len(plans) > 1:
-        log.warning("%d RTPLANs; prescription from %s", len(plans), plans[-1])
+    plan_ds = [pydicom.dcmread(p) for p in plans]
     parts = [compute_dvhs(pydicom.dcmread(s), dose_ds, plan_ds, config) for s in structs]
     return merge_results(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -33,7 +34,12 @@ class DoseVolume:
     summation_type: str = "PLAN"
     sources: list[str] = field(default_factory=list)  # SOPInstanceUIDs of the RTDOSEs summed
     dvh_sequence: list[Dataset] = field(default_factory=list)  # TPS DVHs, single RTDOSE only
+    referenced_plans: list[str] = field(default_factory=list)  # RTPLAN SOPInstanceUIDs
     notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def max_gy(self) -> float:
+        return float(self.values.max(initial=0.0))
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -106,6 +112,9 @@ def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
     if not (abs(abs(row[0]) - 1) < 1e-4 and abs(abs(col[1]) - 1) < 1e-4):
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {list(iop)} "
                             "is not axial; only axial dose grids are supported")
+    if int(ds.Rows) < 2 or int(ds.Columns) < 2:
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: a {ds.Rows} x {ds.Columns} dose grid "
+                            "cannot be interpolated in-plane")
     pixels = np.asarray(ds.pixel_array, dtype=np.float64)
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     pixels = pixels.reshape(frames, int(ds.Rows), int(ds.Columns))
@@ -133,7 +142,10 @@ def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
                       frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
                       summation_type=str(getattr(ds, "DoseSummationType", "PLAN")).upper(),
                       sources=[str(ds.SOPInstanceUID)],
-                      dvh_sequence=list(getattr(ds, "DVHSequence", None) or []))
+                      dvh_sequence=list(getattr(ds, "DVHSequence", None) or []),
+                      referenced_plans=[str(r.ReferencedSOPInstanceUID) for r in
+                                        getattr(ds, "ReferencedRTPlanSequence", None) or []
+                                        if "ReferencedSOPInstanceUID" in r])
 
 
 def resample(dose: DoseVolume, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -174,6 +186,7 @@ def sum_doses(doses: list[DoseVolume]) -> DoseVolume:
     return DoseVolume(values=total, x=base.x, y=base.y, z=base.z,
                       frame_of_reference_uid=base.frame_of_reference_uid,
                       summation_type="SUM", sources=[s for d in doses for s in d.sources],
+                      referenced_plans=[p for d in doses for p in d.referenced_plans],
                       notes=[f"sum of {len(doses)} RTDOSEs"])
 
 

@@ -1,11 +1,13 @@
 """The rtnode DVH engine: sub-voxel contour sampling, trilinear dose, exact slab integration.
 
-For each ROI and contour plane: the plane's polygons are rasterised on a fine lattice with exact
-per-row coverage (``rasterize``), the slab [z_lo, z_hi] is split at the dose frames it crosses,
-the dose at both ends of every piece is interpolated trilinearly at every covered cell
-(``interpolate``) and the piece enters the histogram as a uniform spread between those two doses
-(``histogram``) — exact for the trilinear field along z. The pitch adapts to the ROI so a 0.5 cc
-sphere gets thousands of cells per plane while BODY stays at the coarse limit.
+For each ROI: its planes' polygons are rasterised on a fine lattice with exact per-row coverage
+(``rasterize``); every plane's slab [z_lo, z_hi] is split at the dose frames it crosses; at both
+ends of every piece the dose is interpolated trilinearly at every covered cell, together with
+its in-plane gradient (``interpolate``); each cell piece then enters the histogram as a uniform
+dose spread with the mean and variance of the dose over that piece of the cell (``histogram``) —
+exact along z for the trilinear field, and along x and y for a dose linear across a cell. The
+pitch adapts to the ROI, so a 0.5 cc sphere gets thousands of cells per plane while BODY is
+sampled at the dose pixel, and planes are processed in chunks to bound memory.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import numpy as np
 
 from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.dose import DoseVolume
-from rtnode.dvh.histogram import CumulativeDVH, accumulate
+from rtnode.dvh.histogram import CumulativeDVH, DVHAccumulator
 from rtnode.dvh.interpolate import frame_position, frames_on_lattice
 from rtnode.dvh.rasterize import rasterize_stack, sampling_pitch
-from rtnode.dvh.structures import StructureROI, polygon_area
+from rtnode.dvh.structures import ContourPlane, StructureROI, polygon_area
 
 AUTO_ALGORITHMS = frozenset({"AUTOMATIC", "SEMIAUTOMATIC"})
 
@@ -61,36 +63,75 @@ def roi_source(roi: StructureROI) -> str:
     return "auto" if roi.generation_algorithm.upper() in AUTO_ALGORITHMS else "manual"
 
 
+#: lattice cells (planes x rows x columns) processed at once, which bounds memory: a BODY of
+#: 200 planes is done in a few chunks of planes, a small ROI in one
+CHUNK_CELLS = 500_000
+
+
+def roi_extent(roi: StructureROI) -> tuple[np.ndarray, np.ndarray]:
+    """In-plane bounding box (min x, min y), (max x, max y) of all the ROI's contours."""
+    lo = np.min([p.min(axis=0) for pl in roi.planes for p in pl.polygons], axis=0)
+    hi = np.max([p.max(axis=0) for pl in roi.planes for p in pl.polygons], axis=0)
+    return lo, hi
+
+
 def roi_pitch(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> float:
-    """In-plane lattice pitch for this ROI (mm), never coarser than the dose pixel."""
+    """In-plane lattice pitch for this ROI (mm), never coarser than the dose pixel.
+
+    About ``samples_per_plane`` cells across the largest cross-section; made coarser only if one
+    plane's lattice over the ROI's bounding box would exceed CHUNK_CELLS (an ROI made of far
+    apart islands).
+    """
     largest = max((sum(polygon_area(p) for p in plane.polygons) for plane in roi.planes),
                   default=0.0)
     sx, sy, _ = dose.spacing
     coarsest = min(config.max_sample_spacing_mm, min(sx, sy))
-    return sampling_pitch(largest, config.samples_per_plane, config.min_sample_spacing_mm,
-                          coarsest)
+    h = sampling_pitch(largest, config.samples_per_plane, config.min_sample_spacing_mm,
+                       coarsest)
+    if roi.planes:
+        lo, hi = roi_extent(roi)
+        h = max(h, float(np.sqrt(np.prod(hi - lo + 2 * h) / CHUNK_CELLS)))
+    return h
 
 
-def slab_cuts(roi: StructureROI, dose_z: np.ndarray) -> list[np.ndarray]:
+def slab_cuts(planes: list[ContourPlane], dose_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per plane, the z positions that split its slab (clipped to the dose grid) at the dose
-    frames inside it; along each piece between two cuts the dose is linear in z. An empty
-    array for a plane outside the dose grid's z range."""
-    zmin, zmax = float(dose_z[0]), float(dose_z[-1])
-    cuts = []
-    for pl in roi.planes:
-        lo, hi = max(pl.z_lo, zmin), min(pl.z_hi, zmax)
-        if hi <= lo:
-            cuts.append(np.empty(0))
-            continue
-        cuts.append(np.concatenate([[lo], dose_z[(dose_z > lo) & (dose_z < hi)], [hi]]))
-    return cuts
+    frames inside it; along each piece between two cuts the dose is linear in z.
+
+    Returns (cuts, valid): cuts[p] holds the cuts of plane p, padded with its last cut (pieces
+    of zero length), valid[p] is False for a plane outside the dose grid's z range.
+    """
+    z_lo = np.array([pl.z_lo for pl in planes])
+    z_hi = np.array([pl.z_hi for pl in planes])
+    lo = np.maximum(z_lo, dose_z[0])
+    hi = np.minimum(z_hi, dose_z[-1])
+    valid = hi > lo
+    hi = np.where(valid, hi, lo)
+    first = np.searchsorted(dose_z, lo, side="right")  # first frame strictly above lo
+    count = np.where(valid, np.searchsorted(dose_z, hi, side="left") - first, 0)
+    width = int(count.max(initial=0)) + 2
+    m = np.arange(width - 1)[None, :]
+    inner = dose_z[np.minimum(first[:, None] + m, dose_z.size - 1)]
+    cuts = np.column_stack([lo, np.where(m < count[:, None], inner, hi[:, None])])
+    return cuts, valid
+
+
+@dataclass
+class _Totals:
+    """Running sums over the chunks of one ROI."""
+
+    volume_mm3: float = 0.0
+    covered_cc: float = 0.0
+    dose_cc: float = 0.0  # sum of dose x volume, for Dmean
+    dmin: float = float("inf")
+    dmax: float = float("-inf")
 
 
 def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> RoiDVH:
     """DVH of one ROI whose planes already carry their slabs (``assign_slabs``).
 
-    All planes share one lattice and the loops run over slab pieces (two or three per plane),
-    never over points, so the work per ROI is a fixed number of array operations.
+    Planes are processed in chunks that share one lattice; within a chunk the loops run over
+    slab pieces (two or three per plane), never over points.
     """
     result = RoiDVH(roi_number=roi.number, roi_name=roi.name,
                     interpreted_type=roi.interpreted_type, source=roi_source(roi),
@@ -100,70 +141,97 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
     if roi.is_empty:
         return result
     h = roi_pitch(roi, dose, config)
-    lattice = rasterize_stack([pl.polygons for pl in roi.planes], h)
-    thickness = np.array([pl.thickness for pl in roi.planes])
-    result.volume_cc = float(lattice.area_mm2() @ thickness) / 1000.0
+    lo, hi = roi_extent(roi)
+    per_plane = int(np.prod(np.ceil((hi - lo) / h) + 2))
+    step = max(1, CHUNK_CELLS // max(per_plane, 1))
+    acc = DVHAccumulator(config.bin_width_gy, dose.max_gy)
+    totals = _Totals()
+    for start in range(0, len(roi.planes), step):
+        _add_planes(roi.planes[start:start + step], dose, h, acc, totals)
+    result.volume_cc = totals.volume_mm3 / 1000.0
+    result.covered_cc = totals.covered_cc
+    if totals.covered_cc > 0:
+        result.dvh = acc.result()
+        result.dmin_gy, result.dmax_gy = totals.dmin, totals.dmax
+        result.dmean_gy = totals.dose_cc / totals.covered_cc
+    return result
 
-    cuts = slab_cuts(roi, dose.z)
-    n_cuts = np.array([c.size for c in cuts])
-    if not n_cuts.any():
-        return result
-    # frame interval and fraction of every cut; cuts padded per plane to the longest list
-    width = int(n_cuts.max())
-    z_cut = np.array([np.pad(c, (0, width - c.size), mode="edge") if c.size else
-                      np.full(width, dose.z[0]) for c in cuts])
+
+def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVHAccumulator,
+                totals: _Totals) -> None:
+    """Rasterise a chunk of planes on one lattice and add its dose segments to ``acc``."""
+    lattice = rasterize_stack([pl.polygons for pl in planes], h)
+    thickness = np.array([pl.thickness for pl in planes])
+    totals.volume_mm3 += float(lattice.area_mm2() @ thickness)
+
+    z_cut, valid = slab_cuts(planes, dose.z)
+    if not valid.any():
+        return
+    width = z_cut.shape[1]
     k_cut, f_cut = frame_position(dose, z_cut)
     k_base = k_cut[:, 0]
     span = int((k_cut - k_base[:, None]).max()) + 2  # frames each plane needs
-    k0 = int(k_base[n_cuts > 0].min())
+    k0 = int(k_base[valid].min())
     k1 = min(int(k_base.max()) + span - 1, dose.z.size - 1)
     frames, grad_x, grad_y, inside = frames_on_lattice(dose, k0, k1, lattice.x_centres,
                                                        lattice.y_centres)
 
-    usable = (lattice.coverage > 0) & inside[None, :, :] & (n_cuts > 0)[:, None, None]
+    usable = (lattice.coverage > 0) & inside[None, :, :] & valid[:, None, None]
     p, j, i = np.nonzero(usable)
     if p.size == 0:
-        return result
+        return
     area = lattice.coverage[p, j, i] * (h * h)
     flat = frames.reshape(frames.shape[0], -1)
     cell = j * frames.shape[2] + i
     # dose of every cell at the frames its plane needs: span gathers, not one per piece end
     rel = np.minimum(k_base[p][None, :] - k0 + np.arange(span)[:, None], frames.shape[0] - 1)
-    at_frame = flat[rel, cell[None, :]]  # (span, cells)
+    n = p.size
+    at_frame = np.take(flat, rel * flat.shape[1] + cell[None, :]).ravel()  # (span x cells)
     # in-plane: the dose is taken at the centroid of the covered part of the cell and spread
     # over the covered width along x and the row height along y (linear across the cell)
-    base = rel[0]
-    gx = grad_x.reshape(frames.shape[0], -1)[base, cell]
-    gy = grad_y.reshape(frames.shape[0], -1)[base, cell]
+    base = rel[0] * flat.shape[1] + cell
+    gx = np.take(grad_x, base)
+    gy = np.take(grad_y, base)
     cov = lattice.coverage[p, j, i]
     shift = lattice.offset[p, j, i] * gx
     spread2 = (h * cov * gx) ** 2 + (h * gy) ** 2  # squared widths of the in-plane ranges
+    cols = np.arange(n)
 
     def dose_at_cut(q: int) -> np.ndarray:
-        k = k_cut[p, q] - k_base[p]
+        k = (k_cut[:, q] - k_base)[p]
         f = f_cut[p, q]
-        cols = np.arange(p.size)
-        return at_frame[k, cols] * (1.0 - f) + at_frame[np.minimum(k + 1, span - 1), cols] * f
+        lower = np.take(at_frame, k * n + cols)
+        upper = np.take(at_frame, np.minimum(k + 1, span - 1) * n + cols)
+        return lower + (upper - lower) * f
 
     los, his, ws = [], [], []
     d_prev = dose_at_cut(0)
     for q in range(1, width):
+        dz_plane = z_cut[:, q] - z_cut[:, q - 1]  # 0 for padding
+        if not (dz_plane[valid] > 0).any():
+            break
         d_next = dose_at_cut(q)
-        dz = z_cut[p, q] - z_cut[p, q - 1]  # 0 for padding
-        keep = dz > 0
+        dz = dz_plane[p]
         # one uniform segment with the mean and variance of the cell piece's dose: exact when
         # the dose varies along one axis, close when several add (a sum of uniform spreads)
         mid = 0.5 * (d_prev + d_next) + shift
         half = 0.5 * np.sqrt((d_next - d_prev) ** 2 + spread2)
-        los.append((mid - half)[keep])
-        his.append((mid + half)[keep])
-        ws.append((area * dz / 1000.0)[keep])
+        weight = area * (dz / 1000.0)
+        keep = dz > 0
+        if keep.all():
+            los.append(mid - half)
+            his.append(mid + half)
+            ws.append(weight)
+        else:
+            los.append((mid - half)[keep])
+            his.append((mid + half)[keep])
+            ws.append(weight[keep])
         d_prev = d_next
     lo, hi, w = np.concatenate(los), np.concatenate(his), np.concatenate(ws)
-    result.covered_cc = float(w.sum())
-    result.dvh = accumulate(lo, hi, w, config.bin_width_gy)
-    if result.covered_cc > 0:
-        result.dmin_gy = float(lo.min())
-        result.dmax_gy = float(hi.max())
-        result.dmean_gy = float(np.dot(w, 0.5 * (lo + hi)) / result.covered_cc)
-    return result
+    acc.add(lo, hi, w)
+    covered = float(w.sum())
+    if covered > 0:
+        totals.covered_cc += covered
+        totals.dose_cc += float(np.dot(w, 0.5 * (lo + hi)))
+        totals.dmin = min(totals.dmin, float(lo.min()))
+        totals.dmax = max(totals.dmax, float(hi.max()))

@@ -50,54 +50,79 @@ class CumulativeDVH:
         return float((k + frac) * self.bin_width)
 
 
-def accumulate(lo: np.ndarray, hi: np.ndarray, weight_cc: np.ndarray,
-               bin_width: float) -> CumulativeDVH:
-    """Cumulative DVH of volumes spread uniformly over [lo, hi] Gy (lo == hi: a point dose).
+class DVHAccumulator:
+    """Collects dose segments in batches (so an ROI can be processed in chunks of planes) and
+    turns them into a cumulative DVH.
 
     The volume below dose d is sum w * clip((d - lo) / (hi - lo), 0, 1), a sum of ramps; each
-    ramp is two kinks, so slopes and intercepts are binned at the kinks and integrated by a
-    cumulative sum — O(segments + bins), no per-segment loop.
+    ramp is two kinks, so slopes and intercepts are binned at the kinks and integrated by one
+    cumulative sum at the end — O(segments + bins), no per-segment loop. Segments of zero width
+    are point doses and go to a plain histogram.
     """
+
+    def __init__(self, bin_width: float, max_dose_gy: float):
+        self.bin_width = bin_width
+        # edges 0 .. n-1; the last must lie above every dose added
+        self.n = int(max(max_dose_gy, 0.0) / bin_width) + 2
+        size = self.n + 1
+        self.slope = np.zeros(size)
+        self.icpt = np.zeros(size)
+        self.points = np.zeros(size)
+        self.total = 0.0
+        self.top = 0.0
+
+    def _kink(self, u: np.ndarray) -> np.ndarray:
+        """Index of the first bin edge strictly above u (u >= 0, so truncation is floor)."""
+        return np.minimum(u.astype(np.int64) + 1, self.n)
+
+    def add(self, lo: np.ndarray, hi: np.ndarray, weight_cc: np.ndarray) -> None:
+        if lo.size == 0:
+            return
+        inv = 1.0 / self.bin_width
+        u_lo = np.maximum(lo, 0.0) * inv
+        u_hi = np.maximum(hi, 0.0) * inv
+        self.top = max(self.top, float(u_hi.max()))
+        if self.top + 2 > self.n:  # a dose above the expected maximum: grow the bins
+            grow = int(self.top) + 2 - self.n
+            self.slope, self.icpt, self.points = (np.pad(a, (0, grow)) for a in
+                                                  (self.slope, self.icpt, self.points))
+            self.n += grow
+        self.total += float(weight_cc.sum())
+        size = self.n + 1
+        width = u_hi - u_lo
+        point = width < 1e-6
+        if point.any():
+            u = 0.5 * (u_lo[point] + u_hi[point])
+            self.points += np.bincount(self._kink(u), weights=weight_cc[point], minlength=size)
+            ramp = ~point
+            u_lo, u_hi, width, weight_cc = u_lo[ramp], u_hi[ramp], width[ramp], weight_cc[ramp]
+        if u_lo.size:
+            r = weight_cc / width
+            ma, mb = self._kink(u_lo), self._kink(u_hi)
+            self.slope += (np.bincount(ma, weights=r, minlength=size)
+                           - np.bincount(mb, weights=r, minlength=size))
+            self.icpt += (np.bincount(mb, weights=r * u_hi, minlength=size)
+                          - np.bincount(ma, weights=r * u_lo, minlength=size))
+
+    def result(self) -> CumulativeDVH:
+        """The cumulative DVH, cut one edge above the highest dose added."""
+        if self.total <= 0:
+            return CumulativeDVH(self.bin_width, np.zeros(1))
+        n = min(self.n, int(self.top) + 2)
+        k = np.arange(n, dtype=float)
+        below = (np.cumsum(self.slope)[:n] * k + np.cumsum(self.icpt)[:n]
+                 + np.cumsum(self.points)[:n])
+        volume = np.clip(self.total - below, 0.0, self.total)
+        volume = np.minimum.accumulate(volume)
+        volume[-1] = 0.0
+        return CumulativeDVH(self.bin_width, volume)
+
+
+def accumulate(lo: np.ndarray, hi: np.ndarray, weight_cc: np.ndarray,
+               bin_width: float) -> CumulativeDVH:
+    """Cumulative DVH of volumes spread uniformly over [lo, hi] Gy (lo == hi: a point dose)."""
     if lo.size == 0:
         return CumulativeDVH(bin_width, np.zeros(1))
-    inv = 1.0 / bin_width
-    u_lo = np.maximum(lo, 0.0) * inv
-    u_hi = np.maximum(hi, 0.0) * inv
-    n = int(u_hi.max()) + 2  # edges 0 .. n-1, the last above every dose
-    size = n + 1
-    width = u_hi - u_lo
-    point = width < 1e-6
-    below = np.zeros(n)
-    k = np.arange(n, dtype=float)
-
-    def kink(u: np.ndarray) -> np.ndarray:
-        """Index of the first bin edge strictly above u (u >= 0, so truncation is floor)."""
-        return np.minimum(u.astype(np.int64) + 1, n)
-
-    if point.all():
-        m = kink(0.5 * (u_lo + u_hi))
-        below += np.cumsum(np.bincount(m, weights=weight_cc, minlength=size))[:n]
-    elif point.any():
-        u = 0.5 * (u_lo[point] + u_hi[point])
-        below += np.cumsum(np.bincount(kink(u), weights=weight_cc[point], minlength=size))[:n]
-        ramp = ~point
-        u_lo, u_hi, width, weight_cc_r = u_lo[ramp], u_hi[ramp], width[ramp], weight_cc[ramp]
-        below += _ramps(u_lo, u_hi, weight_cc_r / width, kink, size, n, k)
-    else:
-        below += _ramps(u_lo, u_hi, weight_cc / width, kink, size, n, k)
-    total = float(weight_cc.sum())
-    volume = np.clip(total - below, 0.0, total)
-    volume = np.minimum.accumulate(volume)
-    volume[-1] = 0.0
-    return CumulativeDVH(bin_width, volume)
-
-
-def _ramps(a: np.ndarray, b: np.ndarray, r: np.ndarray, kink, size: int, n: int,
-           k: np.ndarray) -> np.ndarray:
-    """Volume below every bin edge k of ramps rising at rate r from a to b (bin units)."""
-    ma, mb = kink(a), kink(b)
-    slope = np.bincount(ma, weights=r, minlength=size) - np.bincount(mb, weights=r,
-                                                                      minlength=size)
-    icpt = np.bincount(mb, weights=r * b, minlength=size) - np.bincount(ma, weights=r * a,
-                                                                         minlength=size)
-    return np.cumsum(slope)[:n] * k + np.cumsum(icpt)[:n]
+    acc = DVHAccumulator(bin_width, float(np.max(hi)))
+    acc.add(lo, hi, weight_cc)
+    return acc.result()

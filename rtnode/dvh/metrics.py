@@ -47,6 +47,32 @@ def plan_prescription(rtplan: Dataset | None) -> tuple[float | None, set[int]]:
     return (max(doses) if doses else None), rois
 
 
+def course_prescription(rtplans: list[Dataset], referenced_plans: list[str],
+                        summed: bool) -> float | None:
+    """Prescription (Gy) of the course dose: from the plans the dose refers to (all plans given
+    if it refers to none of them); their prescriptions add when the dose is a sum of plans
+    (primary + boost, TPS plan sum), else the largest counts."""
+    chosen = [p for p in rtplans if str(getattr(p, "SOPInstanceUID", "")) in referenced_plans]
+    values = [rx for rx, _ in map(plan_prescription, chosen or rtplans) if rx is not None]
+    if not values:
+        return None
+    return sum(values) if summed and len(values) > 1 else max(values)
+
+
+def plan_targets(rtplans: list[Dataset], rtstruct: Dataset) -> set[int]:
+    """ROI numbers the plans' dose references point at, from plans drawn on this structure set
+    (ROI numbers mean nothing in another one, e.g. an auto-segmentation)."""
+    uid = str(getattr(rtstruct, "SOPInstanceUID", ""))
+    targets: set[int] = set()
+    for plan in rtplans:
+        refs = {str(r.ReferencedSOPInstanceUID)
+                for r in getattr(plan, "ReferencedStructureSetSequence", None) or []
+                if "ReferencedSOPInstanceUID" in r}
+        if not refs or uid in refs:
+            targets |= plan_prescription(plan)[1]
+    return targets
+
+
 def paddick_ci(target: RoiDVH, rx_gy: float, piv_cc: float | None) -> float:
     """Paddick conformity index; NaN when the prescription isodose volume is unknown or 0."""
     if not piv_cc or target.covered_cc <= 0:

@@ -26,15 +26,22 @@ def metrics_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
 
 
 def curves_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
-    """Long table of cumulative DVHs: one row per ROI, source and dose bin edge."""
+    """Long table of cumulative DVHs: one row per ROI, source and dose bin edge (edges below
+    the ROI's minimum dose, where the curve is flat at 100 %, are reduced to dose 0 and the last
+    flat edge)."""
     parts = []
     for r in _as_one(results).rois:
         dvh = r.dvh
-        pct = 100.0 * dvh.volume_cc / r.covered_cc if r.covered_cc > 0 else \
-            np.zeros_like(dvh.volume_cc)
+        volume, doses = dvh.volume_cc, dvh.doses
+        # below Dmin the curve is flat at the full volume: keep dose 0 and the last flat edge
+        flat = int(np.searchsorted(-volume, -volume[0], side="right"))
+        keep = np.r_[0, np.arange(max(flat - 1, 1), volume.size)] if volume.size > 1 else \
+            np.arange(volume.size)
+        pct = (100.0 * volume[keep] / r.covered_cc if r.covered_cc > 0
+               else np.zeros(keep.size))
         parts.append(pd.DataFrame({
             "roi_number": np.int32(r.roi_number), "roi_name": r.roi_name, "source": r.source,
-            "engine": r.engine, "dose_gy": dvh.doses, "volume_cc": dvh.volume_cc,
+            "engine": r.engine, "dose_gy": doses[keep], "volume_cc": volume[keep],
             "volume_pct": pct}))
     if not parts:
         return pd.DataFrame(columns=["roi_number", "roi_name", "source", "engine", "dose_gy",

@@ -78,7 +78,6 @@ def rasterize_stack(planes: list[list[np.ndarray]], h: float) -> StackLattice:
     stop = np.ceil((yhi - y0) / h - 0.5).astype(np.int64)
     count = np.clip(stop - first, 0, None)
     total = int(count.sum())
-    width = nx + 2
     if total == 0:
         empty = np.zeros((n_planes, ny, nx))
         return StackLattice(x0, y0, h, empty, empty.copy())
@@ -92,31 +91,43 @@ def rasterize_stack(planes: list[list[np.ndarray]], h: float) -> StackLattice:
 
     order = np.lexsort((u, line))
     line, u = line[order], u[order]
-    rank = np.arange(total) - np.searchsorted(line, line, side="left")
-    sign = np.where(rank % 2 == 0, 1.0, -1.0)  # entering / leaving the inside
-
-    # inside length left of boundary i: F(i) = sum_c sign_c * max(0, i - u_c), accumulated as
-    # slope and intercept changes at the first boundary to the right of each crossing
-    m = np.clip(np.floor(u).astype(np.int64) + 1, 0, nx + 1)
-    idx = line * width + m
+    counts = np.bincount(line, minlength=n_planes * ny)
+    if (counts % 2).any():  # cannot happen for closed polygons; drop a stray last crossing
+        last = np.cumsum(counts) - 1
+        drop = last[(counts % 2) == 1]
+        keep = np.ones(line.size, dtype=bool)
+        keep[drop] = False
+        line, u = line[keep], u[keep]
+    # even-odd: consecutive crossings on a scanline bound one inside interval [a, b]
+    a = np.clip(u[0::2], 0.0, nx)
+    b = np.clip(u[1::2], 0.0, nx)
+    pair_line = line[0::2]
+    ia = np.minimum(a.astype(np.int64), nx - 1)
+    ib = np.minimum(b.astype(np.int64), nx - 1)
     lines = n_planes * ny
-    slope = np.bincount(idx, weights=sign, minlength=lines * width).reshape(lines, width)
-    icpt = np.bincount(idx, weights=-sign * u, minlength=lines * width).reshape(lines, width)
-    quad = np.bincount(idx, weights=sign * u * u, minlength=lines * width).reshape(lines, width)
-    bounds = np.arange(nx + 1, dtype=float)
-    slopes = np.cumsum(slope, axis=1)[:, : nx + 1]
-    inside = slopes * bounds + np.cumsum(icpt, axis=1)[:, : nx + 1]
-    length = np.diff(inside, axis=1)
-    coverage = np.clip(length, 0.0, 1.0)
-    # first moment of the inside part, M(i) = S(i) i²/2 − sum s u²/2, gives the x centroid of
-    # the covered part of a boundary cell, where the dose must be taken
-    moment = np.diff(0.5 * (slopes * bounds * bounds - np.cumsum(quad, axis=1)[:, : nx + 1]),
-                     axis=1)
-    partial = (coverage > 1e-9) & (coverage < 1.0 - 1e-9)
-    offset = np.zeros_like(coverage)
-    centre = np.arange(nx, dtype=float) + 0.5
-    offset[partial] = (moment[partial] / length[partial]
-                       - np.broadcast_to(centre, coverage.shape)[partial])
+
+    # cells strictly between the end cells are fully inside: +1 / -1 markers, cumulative sum
+    span = ib > ia
+    marks = np.concatenate([pair_line[span] * (nx + 1) + ia[span] + 1,
+                            pair_line[span] * (nx + 1) + ib[span]])
+    signs = np.concatenate([np.ones(int(span.sum())), -np.ones(int(span.sum()))])
+    full = np.cumsum(np.bincount(marks, weights=signs, minlength=lines * (nx + 1))
+                     .reshape(lines, nx + 1), axis=1)[:, :nx]
+
+    # end cells: the exact inside length and its first moment (for the centroid)
+    same = ~span
+    right_a = np.where(same, b, ia + 1.0)  # the interval's part in cell ia ends here
+    cells = np.concatenate([pair_line * nx + ia, pair_line[span] * nx + ib[span]])
+    starts = np.concatenate([a, ib[span].astype(float)])
+    stops = np.concatenate([right_a, b[span]])
+    part = np.bincount(cells, weights=stops - starts, minlength=lines * nx)
+    moment = np.bincount(cells, weights=0.5 * (stops * stops - starts * starts),
+                         minlength=lines * nx)
+    coverage = np.clip(full.ravel() + part, 0.0, 1.0)
+    offset = np.zeros(lines * nx)
+    edge = np.unique(cells)
+    edge = edge[(part[edge] > 1e-12) & (coverage[edge] < 1.0 - 1e-9)]
+    offset[edge] = moment[edge] / part[edge] - (edge % nx + 0.5)
     offset = np.clip(offset, -0.5, 0.5) * h
     shape = (n_planes, ny, nx)
     return StackLattice(x0, y0, h, coverage.reshape(shape), offset.reshape(shape))

@@ -10,20 +10,19 @@ single-plane ROIs — are what the rtnode engine is measured against (docs/DVH.m
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import warnings
 
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
 
 from rtnode.dvh.dose import DoseVolume
 from rtnode.dvh.engine import RoiDVH, roi_source
 from rtnode.dvh.histogram import CumulativeDVH
 from rtnode.dvh.structures import StructureROI
 
-log = logging.getLogger(__name__)
 
 #: dicompyler-core's histogram bin width (it bins in cGy)
 BIN_WIDTH_GY = 0.01
@@ -45,20 +44,28 @@ def _dvhcalc():
 
 
 def dose_as_dataset(dose: DoseVolume, template: Dataset) -> Dataset:
-    """An axial head-first RTDOSE in Gy carrying ``dose`` — how dicompyler-core is given doses it
-    cannot read correctly by itself (cGy, RELATIVE, summed, flipped grids)."""
-    ds = copy.copy(template)
-    ds.file_meta = copy.copy(template.file_meta)
-    for keyword in ("DVHSequence", "PixelData"):
-        if keyword in ds:
-            delattr(ds, keyword)
+    """A new axial head-first RTDOSE in Gy carrying ``dose`` — how dicompyler-core is given doses
+    it cannot read correctly by itself (cGy, RELATIVE, summed, flipped grids). Identity comes
+    from ``template``, which is left untouched."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = RTDoseStorage
+    ds.SOPClassUID = RTDoseStorage
+    ds.SOPInstanceUID = str(getattr(template, "SOPInstanceUID", "") or generate_uid())
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = "RTDOSE"
+    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        if keyword in template:
+            setattr(ds, keyword, getattr(template, keyword))
     vmax = float(dose.values.max(initial=0.0))
     scaling = f"{vmax / 4.0e9:.9e}" if vmax > 0 else "1"
     pixels = np.rint(dose.values / float(scaling)).astype(np.uint32)
     ds.ImagePositionPatient = [float(dose.x[0]), float(dose.y[0]), float(dose.z[0])]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    sx, sy, _ = dose.spacing
+    sx, sy, sz = dose.spacing
     ds.PixelSpacing = [sy, sx]
+    ds.SliceThickness = sz
     ds.NumberOfFrames = int(dose.values.shape[0])
     ds.Rows, ds.Columns = int(dose.values.shape[1]), int(dose.values.shape[2])
     ds.BitsAllocated = ds.BitsStored = 32
@@ -69,6 +76,8 @@ def dose_as_dataset(dose: DoseVolume, template: Dataset) -> Dataset:
     ds.GridFrameOffsetVector = [float(v) for v in dose.z - dose.z[0]]
     ds.DoseGridScaling = scaling
     ds.DoseUnits = "GY"
+    ds.DoseType = str(getattr(template, "DoseType", "PHYSICAL"))
+    ds.DoseSummationType = dose.summation_type
     ds.PixelData = pixels.tobytes()
     return ds
 

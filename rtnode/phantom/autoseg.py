@@ -24,14 +24,12 @@ def many_shapes(n_rois: int = 120, seed: int = 0, body: EllipticBody | None = No
     for i in range(n_rois):
         kind = rng.choice(["sphere", "cylinder", "shell"], p=[0.6, 0.25, 0.15])
         r = float(np.exp(rng.uniform(np.log(4.0), np.log(30.0))))
-        reach = r if kind != "cylinder" else r
-        while True:  # centre well inside the body outline
+        while True:  # the whole cross-section inside the body outline
             x = rng.uniform(-body.semi_x, body.semi_x)
             y = rng.uniform(-body.semi_y, body.semi_y)
-            if ((abs(x) + reach) / body.semi_x) ** 2 + ((abs(y) + reach) / body.semi_y) ** 2 \
-                    <= 1.0:
+            if ((abs(x) + r) / body.semi_x) ** 2 + ((abs(y) + r) / body.semi_y) ** 2 <= 1.0:
                 break
-        name = f"auto_{i + 1:03d}_{kind}"
+        name = f"auto{i + 1:03d}_{kind}"  # ROIObservationLabel (SH) holds 16 characters
         color = tuple(int(v) for v in rng.integers(0, 256, 3))
         if kind == "sphere":
             z = rng.uniform(-z_half + r, z_half - r)
