@@ -25,6 +25,10 @@ app = typer.Typer(
     help="A DICOM node for radiotherapy: receives, files and indexes studies.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
 app.add_typer(config_app, name="config")
+course_app = typer.Typer(no_args_is_help=True, help="One course in detail.")
+app.add_typer(course_app, name="course")
+queue_app = typer.Typer(no_args_is_help=True, help="Hold or release a queue.")
+app.add_typer(queue_app, name="queue")
 
 out = Console()
 err = Console(stderr=True)
@@ -87,9 +91,10 @@ def serve(
     cpu_workers: Optional[int] = typer.Option(None, "--cpu-workers", min=1,
                                               help="Override workers.cpu_workers."),
 ) -> None:
-    """Run the node: the DICOM listener on the configured AE title and port."""
+    """Run the node: DICOM listener, course detector, scheduler and queue workers."""
     from pydantic import ValidationError
 
+    from rtnode.courses.rules import RulesError
     from rtnode.logs import setup_logging
     from rtnode.node import Node, NodeAlreadyRunning
 
@@ -108,6 +113,10 @@ def serve(
     setup_logging(cfg.logging.level, cfg.log_file)
     try:
         code = Node(cfg).run()
+    except RulesError as exc:
+        for problem in exc.problems:
+            err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except NodeAlreadyRunning as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
@@ -153,7 +162,8 @@ def _open_index(cfg: Config):
 
 def node_status(cfg: Config) -> dict[str, Any]:
     """The data behind ``rtnode status``; the keys are the documented JSON keys."""
-    from rtnode.node import node_is_up, read_node_info
+    from rtnode.courses.book import CourseBook
+    from rtnode.node_info import node_is_up, pid_alive, read_node_info
 
     root = cfg.storage_root
     info = read_node_info(root)
@@ -162,9 +172,16 @@ def node_status(cfg: Config) -> dict[str, Any]:
     counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0}
     events: dict[str, int] = {}
     last = None
+    courses: dict[str, int] = {}
+    queues: dict[str, dict[str, int]] = {}
+    paused: set[str] = set()
     if index is not None:
         counts, events, last = index.counts(), index.event_counts(), index.last_received()
+        book = CourseBook(index)
+        courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
         index.close()
+    workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
+               for w in (info.workers if info else [])]
     probe = root if root.exists() else root.parent
     free_gb = shutil.disk_usage(probe).free / 1024**3 if probe.exists() else None
     return {
@@ -180,6 +197,10 @@ def node_status(cfg: Config) -> dict[str, Any]:
         "events": {k: events.get(k, 0) for k in ("received", "duplicate", "replaced",
                                                   "rejected", "association_rejected")},
         "last_received": last,
+        "courses": courses,
+        "queues": {q: {**{"pending": 0, "queued": 0, "running": 0}, **queues.get(q, {}),
+                       "paused": q in paused} for q in ("gpu", "cpu")},
+        "workers": workers if up else [],
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
     }
@@ -204,6 +225,12 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
               f"{e['replaced']} replaced, {e['rejected']} rejected, "
               f"{e['association_rejected']} associations rejected")
     out.print(f"last received: {s['last_received'] or 'never'}")
+    out.print("courses:       " + ", ".join(f"{n} {k}" for k, n in s["courses"].items()))
+    for q, d in s["queues"].items():
+        out.print(f"{q} queue:     {d['pending']} pending, {d['queued']} queued, "
+                  f"{d['running']} running{' (PAUSED)' if d['paused'] else ''}")
+    alive = [w for w in s["workers"] if w["alive"]]
+    out.print(f"workers:       {len(alive)} of {len(s['workers'])} consumer process(es) alive")
     st = s["storage"]
     out.print(f"storage:       {st['root']} ({st['free_gb']} GB free, "
               f"refuses below {st['min_free_gb']} GB)")
@@ -252,14 +279,194 @@ def instances(config: Optional[Path] = ConfigOption, patient_id: Optional[str] =
              patient_id=patient_id, study_uid=study_uid, series_uid=series_uid)
 
 
+# -- courses -----------------------------------------------------------------------------------
+
+def _book(cfg: Config):
+    from rtnode.courses.book import CourseBook
+
+    index = _open_index(cfg)
+    if index is None:
+        raise fail(f"no index under {cfg.storage_root}: nothing received yet")
+    return CourseBook(index)
+
+
+def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) -> dict[str, Any]:
+    """A course as the documented --json object."""
+    latest = book.latest_revision(row["id"])
+    revision = latest["revision"] if latest else 0
+    verdict = json.loads(row["verdict"] or "{}")
+    runs = book.runs(row["id"]) if latest else []
+    out: dict[str, Any] = {
+        "id": row["id"], "patient_id": row["patient_id"], "revision": revision,
+        "state": row["state"], "tag": row["tag"], "rule": row["rule"],
+        "calling_ae": row["calling_ae"], "instance_count": row["instance_count"],
+        "complete": bool(verdict.get("complete")), "missing": verdict.get("missing", []),
+        "last_received_at": row["last_received_at"],
+        "stages": [{k: r[k] for k in ("stage", "part", "queue", "state", "reason", "attempts",
+                                      "footprint", "reused_revision", "queued_at",
+                                      "started_at", "finished_at")} for r in runs],
+        "output_dir": str(cfg.storage_root / "courses" / str(row["id"]) / f"r{revision}")
+        if revision else None,
+    }
+    if detail:
+        members = json.loads(row["members"] or "[]")
+        out["objects"] = [{k: m[k] for k in ("modality", "sop_instance_uid", "series_uid",
+                                            "received_at", "path")} for m in members]
+        out["revisions"] = [dict(r) | {"members": len(json.loads(r["members"]))}
+                            for r in book.index.query(
+                                "SELECT revision, created_at, rule, members FROM revisions"
+                                " WHERE course_fk=? ORDER BY revision", (row["id"],))]
+    return out
+
+
+@app.command()
+def courses(config: Optional[Path] = ConfigOption,
+            state: Optional[str] = typer.Option(None, "--state", help="receiving, waiting, "
+                                                "running, done, failed or cancelled."),
+            patient_id: Optional[str] = PatientOption, as_json: bool = JsonOption) -> None:
+    """List treatment courses and where each stands."""
+    cfg = get_config(config)
+    book = _book(cfg)
+    rows = [course_json(book, r, cfg) for r in book.courses(state=state, patient_id=patient_id)]
+    book.index.close()
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        r["stages_summary"] = " ".join(f"{x['stage']}:{x['state']}" for x in r["stages"])
+    print_table(rows, ["id", "patient_id", "revision", "state", "tag", "instance_count",
+                       "complete", "stages_summary"], "courses")
+
+
+@course_app.command("show")
+def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode courses)."),
+                config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Objects, completeness, stage states and output folder of one course."""
+    cfg = get_config(config)
+    book = _book(cfg)
+    row = book.course(course_id)
+    if row is None:
+        raise fail(f"no course {course_id}")
+    data = course_json(book, row, cfg, detail=True)
+    book.index.close()
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"course {data['id']}  patient {data['patient_id']}  revision {data['revision']}"
+              f"  [bold]{data['state']}[/]  ({data['tag']}, rule {data['rule']})")
+    out.print(f"complete: {data['complete']}" + "".join(f"\n  missing: {m}"
+                                                         for m in data["missing"]))
+    out.print(f"outputs:  {data['output_dir']}")
+    print_table(data["stages"], ["stage", "queue", "state", "reason", "attempts", "started_at",
+                                 "finished_at"], "stages")
+    counts: dict[str, int] = {}
+    for o in data["objects"]:
+        counts[o["modality"]] = counts.get(o["modality"], 0) + 1
+    out.print("objects:  " + ", ".join(f"{n} {m}" for m, n in sorted(counts.items())))
+
+
+@app.command()
+def requeue(
+    course_id: Optional[int] = typer.Argument(None, help="Course id."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Rerun only this stage."),
+    from_stage: Optional[str] = typer.Option(None, "--from-stage",
+                                             help="Rerun this stage and every later one."),
+    failed: bool = typer.Option(False, "--failed", help="Rerun every failed stage run."),
+    since: Optional[str] = typer.Option(None, "--since", help="With --failed: only runs that "
+                                        "failed at or after this date (YYYY-MM-DD)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Run stages again: one course (all stages, one, or from one on), or every failed run."""
+    cfg = get_config(config)
+    book = _book(cfg)
+    if failed:
+        if course_id is not None or stage or from_stage:
+            raise fail("--failed takes no course id, --stage or --from-stage")
+        rows = book.index.query(
+            "SELECT DISTINCT course_fk, stage FROM stage_runs WHERE state='failed'"
+            " AND finished_at >= ?", (since or "",))
+        n = sum(book.requeue(r[0], [r[1]]) for r in rows)
+        out.print(f"requeued {n} failed stage run(s) in {len({r[0] for r in rows})} course(s)")
+        return
+    if course_id is None:
+        raise fail("give a course id, or --failed")
+    if book.course(course_id) is None:
+        raise fail(f"no course {course_id}")
+    runs = book.runs(course_id)
+    if not runs:
+        raise fail(f"course {course_id} has not run yet: nothing to requeue")
+    names = [r["stage"] for r in runs if not r["part"]]
+    for opt, value in (("--stage", stage), ("--from-stage", from_stage)):
+        if value is not None and value not in names:
+            raise fail(f"{opt} {value!r}: course {course_id} has stages {', '.join(names)}")
+    if stage:
+        selected = [stage] + [r["stage"] for r in runs
+                              if r["state"] == "skipped" and r["reason"].startswith("upstream ")]
+    elif from_stage:
+        selected = names[names.index(from_stage):]
+    else:
+        selected = None
+    n = book.requeue(course_id, selected)
+    book.index.close()
+    out.print(f"course {course_id}: {n} stage run(s) back to pending")
+
+
+@app.command()
+def cancel(course_id: int = typer.Argument(..., help="Course id."),
+           config: Optional[Path] = ConfigOption) -> None:
+    """Stop dispatching a course's stages (running ones finish); requeue undoes it."""
+    cfg = get_config(config)
+    book = _book(cfg)
+    if book.course(course_id) is None:
+        raise fail(f"no course {course_id}")
+    n = book.cancel(course_id)
+    out.print(f"course {course_id} cancelled ({n} waiting stage run(s) dropped)")
+
+
+def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
+    if queue not in (None, "gpu", "cpu"):
+        raise fail(f"queue must be gpu or cpu, not {queue!r}")
+    book = _book(get_config(config))
+    for q in ([queue] if queue else ["gpu", "cpu"]):
+        book.set_paused(q, paused)
+        out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
+
+
+@queue_app.command("pause")
+def queue_pause(queue: Optional[str] = typer.Argument(None, help="gpu or cpu (default both)."),
+                config: Optional[Path] = ConfigOption) -> None:
+    """Hold a queue: running tasks finish, nothing new is dispatched."""
+    _set_pause(queue, True, config)
+
+
+@queue_app.command("resume")
+def queue_resume(queue: Optional[str] = typer.Argument(None, help="gpu or cpu (default both)."),
+                 config: Optional[Path] = ConfigOption) -> None:
+    """Release a held queue."""
+    _set_pause(queue, False, config)
+
+
 # -- config ------------------------------------------------------------------------------------
 
 @config_app.command("check")
 def config_check(config: Optional[Path] = ConfigOption) -> None:
-    """Validate a config file; print every problem with its file, line and key."""
+    """Validate a config file and the rules it points to; print every problem with its file,
+    line and key."""
+    from rtnode.courses.rules import RulesError, load_rules
+    from rtnode.stages.base import load_stages
+
     cfg = get_config(config)
+    try:
+        rules = load_rules(cfg.rules_dir, load_stages(cfg.stages.plugins))
+    except RulesError as exc:
+        for problem in exc.problems:
+            err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ImportError as exc:
+        raise fail(f"stages.plugins: cannot import {exc.name}: {exc}") from None
     out.print(f"[green]ok[/] {cfg.source or 'embedded defaults'} "
-              f"(storage root {cfg.storage_root})")
+              f"(storage root {cfg.storage_root}; {len(rules.rules)} rule(s) from "
+              f"{cfg.rules_dir})")
 
 
 @config_app.command("show")
@@ -272,6 +479,41 @@ def config_show(config: Optional[Path] = ConfigOption) -> None:
     data["storage"]["root"] = str(cfg.storage_root)
     sys.stdout.write(f"# source: {cfg.source or 'embedded defaults'}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+@app.command()
+def worker(
+    queue: str = typer.Option(..., "--queue", "-q", help="gpu or cpu."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
+                                          help="Process workers (default: the cpu budget, or "
+                                               "queue.gpu_workers for gpu)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Run one queue's consumer alone (scale-out: another host sharing storage and Redis)."""
+    from rtnode.config import find_config
+    from rtnode.logs import setup_logging
+    from rtnode.queue.worker import run_consumer
+
+    if queue not in ("gpu", "cpu"):
+        raise fail(f"--queue must be gpu or cpu, not {queue!r}")
+    cfg = get_config(config)
+    path = find_config(config)
+    if path is None:
+        raise fail("rtnode worker needs a config file (--config or $RTNODE_CONFIG) so that "
+                   "it finds the node's storage and queues")
+    n = workers or (cfg.workers.cpu_budget() if queue == "cpu" else
+                    max(1, cfg.queue.gpu_workers))
+    setup_logging(cfg.logging.level, cfg.log_file)
+    run_consumer(path.resolve(), queue, n)
+
+
+# -- engines usable without a running node ---------------------------------------------------
+
+from rtnode.dvh.cli import dvh_command  # noqa: E402
+
+app.command("dvh")(dvh_command)
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m rtnode

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from rtnode.dvh.config import DVHConfig
 from rtnode.yamlsource import KeyPath, YamlError, YamlSource, load_yaml
 
 ENV_PREFIX = "RTNODE_"
@@ -80,6 +81,37 @@ class WorkersConfig(Section):
         return self.cpu_workers or max(1, cores - self.reserved_cores)
 
 
+class CoursesConfig(Section):
+    """When received instances become a course that is ready to run."""
+
+    quiet_seconds: float = Field(30.0, ge=0, description="no new instance for this long = quiet")
+    max_wait_seconds: float = Field(
+        600.0, ge=0, description="quiet this long and still incomplete: run with what is there")
+    rules_dir: Path = Field(Path("rules"), description="YAML rules; relative to the config folder")
+    poll_seconds: float = Field(1.0, gt=0, description="how often courses and queues are checked")
+    aging_seconds: float = Field(
+        1800.0, gt=0, description="a waiting stage gains one priority band per this many seconds")
+
+
+class QueueConfig(Section):
+    """The Huey queues: where tasks wait, and how many workers take them."""
+
+    backend: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite = embedded")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="used when backend is redis")
+    name: str = Field("rtnode", description="queue name prefix (Redis keys, SQLite file names)")
+    gpu_workers: int = Field(
+        0, ge=0, description="gpu-queue workers, one per GPU slot; 0 = gpu stages join cpu pool")
+
+
+class StagesConfig(Section):
+    """Stage timeouts and extra stage modules."""
+
+    default_timeout: float = Field(1800.0, gt=0, description="seconds, for stages without one")
+    timeouts: dict[str, float] = Field(default_factory=dict, description="stage name -> seconds")
+    plugins: list[str] = Field(default_factory=list,
+                               description="importable modules that register more stages")
+
+
 class LoggingConfig(Section):
     """Log level and an optional log file (relative paths resolve against storage.root)."""
 
@@ -93,6 +125,10 @@ class Config(Section):
     dicom: DicomConfig = Field(default_factory=DicomConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    courses: CoursesConfig = Field(default_factory=CoursesConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    dvh: DVHConfig = Field(default_factory=DVHConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     _source: Path | None = PrivateAttr(None)
@@ -109,6 +145,11 @@ class Config(Section):
     def storage_root(self) -> Path:
         root = self.storage.root.expanduser()
         return (root if root.is_absolute() else self.base_dir / root).resolve()
+
+    @property
+    def rules_dir(self) -> Path:
+        d = self.courses.rules_dir.expanduser()
+        return (d if d.is_absolute() else self.base_dir / d).resolve()
 
     @property
     def log_file(self) -> Path | None:

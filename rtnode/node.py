@@ -1,89 +1,87 @@
-"""``rtnode serve``: the node as one supervised process.
+"""``rtnode serve``: the node as one supervised process tree.
 
-Start-up order matters for the no-loss promise: recover the storage (drop partial writes), open
-and migrate the index, and only then open the port. Shutdown is the reverse: stop accepting,
-let in-flight stores finish and be acknowledged, close. ``node.json`` in the storage root tells
-``rtnode status`` which process is serving and where.
+The main process holds the DICOM listener (threads), the pipeline thread (course detector and
+scheduler) and supervises one consumer process per queue. Start-up order matters for the
+no-loss promise: recover the storage (drop partial writes), open and migrate the index, requeue
+what the last stop interrupted, open the port, then start the workers and the pipeline. Shutdown is the
+reverse: stop accepting, let in-flight stores finish and be acknowledged, stop the pipeline, let
+workers finish their running tasks (or requeue them at the next start).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
-from pathlib import Path
+import time
 
 import pydicom
+import yaml
 
 from rtnode import __version__
 from rtnode.config import Config
+from rtnode.courses.detector import Detector
+from rtnode.courses.rules import load_rules
 from rtnode.dicom.scp import StorageSCP
+from rtnode.node_info import HEARTBEAT_S, NodeInfo, pid_alive, read_node_info, write_node_info
+from rtnode.queue.hueys import QUEUES, make_huey
+from rtnode.queue.scheduler import Scheduler
+from rtnode.queue.worker import WorkerPool
+from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
 from rtnode.store.index import utc_now
 from rtnode.store.schema import SCHEMA_VERSION
 
 log = logging.getLogger("rtnode.node")
 
-NODE_FILE = "node.json"
 #: how long shutdown waits for open associations to finish their stores
 DRAIN_SECONDS = 60.0
-#: node.json is rewritten this often; a heartbeat older than HEARTBEAT_STALE_S means down
-HEARTBEAT_S = 5.0
-HEARTBEAT_STALE_S = 20.0
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What a running node writes about itself for ``rtnode status``."""
-
-    pid: int
-    ae_title: str
-    bind: str
-    port: int
-    started_at: str
-    heartbeat_at: str = ""
-    version: str = __version__
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1" if self.bind in ("0.0.0.0", "", "::") else self.bind
-
-
-def read_node_info(storage_root: Path) -> NodeInfo | None:
-    try:
-        return NodeInfo(**json.loads((storage_root / NODE_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def node_is_up(info: NodeInfo | None) -> bool:
-    """The process lives and its main loop wrote a heartbeat recently.
-
-    Deliberately not a network probe: a bare TCP connect holds one of pynetdicom's association
-    slots until the ACSE timeout, and a C-ECHO from here is refused when an allow-list is on.
-    """
-    if info is None or not pid_alive(info.pid) or not info.heartbeat_at:
-        return False
-    age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(info.heartbeat_at)
-    return age.total_seconds() < HEARTBEAT_STALE_S
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+#: the supervisor's own tick (worker health)
+SUPERVISE_S = 1.0
 
 
 class NodeAlreadyRunning(RuntimeError):
     """A live node already serves this storage root."""
+
+
+def write_effective_config(config: Config) -> os.PathLike:
+    """The configuration the workers load: file + environment + command line, paths absolute."""
+    data = config.model_dump(mode="json")
+    data["storage"]["root"] = str(config.storage_root)
+    data["courses"]["rules_dir"] = str(config.rules_dir)
+    if config.log_file is not None:
+        data["logging"]["file"] = str(config.log_file)
+    folder = config.storage_root / "run"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("# written by rtnode serve for its workers; edit the real config instead\n"
+                   + yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+class Pipeline(threading.Thread):
+    """Detector then scheduler, every courses.poll_seconds; a failing tick is logged, not fatal."""
+
+    def __init__(self, detector: Detector, scheduler: Scheduler, every: float):
+        super().__init__(name="rtnode-pipeline", daemon=True)
+        self.detector, self.scheduler, self.every = detector, scheduler, every
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.detector.tick()
+                self.scheduler.tick()
+            except Exception:
+                log.exception("pipeline tick failed; retrying")
+            self.stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(30)
 
 
 class Node:
@@ -91,7 +89,7 @@ class Node:
         self.config = config
         self.stopping = threading.Event()
 
-    def _log_start(self, archive: Archive, port: int) -> None:
+    def _log_start(self, archive: Archive, port: int, capacity: dict[str, int]) -> None:
         c = self.config
         cores = os.cpu_count() or 1
         log.info("rtnode %s starting (pid %d)", __version__, os.getpid())
@@ -102,9 +100,10 @@ class Node:
         log.info("storage: %s (fsync %s, min free %.1f GB), index schema v%d",
                  archive.root, "on" if c.storage.fsync else "OFF", c.storage.min_free_gb,
                  SCHEMA_VERSION)
-        log.info("cores: %d, cpu worker budget: %d (reserved %d), threads per worker: %d",
-                 cores, c.workers.cpu_budget(cores), c.workers.reserved_cores,
-                 c.workers.threads_per_worker)
+        log.info("cores: %d, cpu worker budget: %d (reserved %d), gpu workers: %d, "
+                 "threads per worker: %d, queue backend: %s", cores, capacity["cpu"],
+                 c.workers.reserved_cores, capacity["gpu"], c.workers.threads_per_worker,
+                 c.queue.backend)
 
     def _on_signal(self, signum: int, _frame) -> None:
         log.info("received %s: finishing in-flight stores, then stopping",
@@ -121,32 +120,43 @@ class Node:
         # The archive judges UIDs itself and answers with a status; pydicom's per-value warnings
         # would only repeat that, unformatted, on standard error.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        registry = load_stages(self.config.stages.plugins)
+        rules = load_rules(self.config.rules_dir, registry)
         archive = Archive.from_config(self.config)
         archive.recover()
+        capacity = {"cpu": self.config.workers.cpu_budget(), "gpu": self.config.queue.gpu_workers}
+        hueys = {q: make_huey(self.config, q) for q in QUEUES}
+        scheduler = Scheduler(self.config, archive.index, hueys, capacity)
+        scheduler.recover()
+        pool = WorkerPool(write_effective_config(self.config), capacity,
+                          self.config.workers.threads_per_worker)
+        pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
+                            self.config.courses.poll_seconds)
         scp = StorageSCP(self.config.dicom, archive)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        scp.start()
-        self._log_start(archive, scp.port)
-        info_path = archive.root / NODE_FILE
+        scp.start()  # first: a port already in use stops us before any worker is spawned
+        pool.start()
+        pipeline.start()
+        self._log_start(archive, scp.port, capacity)
+        log.info("rules: %d from %s", len(rules.rules), self.config.rules_dir)
         info = NodeInfo(pid=os.getpid(), ae_title=self.config.dicom.ae_title,
                         bind=self.config.dicom.bind, port=scp.port, started_at=utc_now())
+        last_beat = 0.0
         try:
-            while True:
-                self._write_info(info_path, info)
-                if self.stopping.wait(HEARTBEAT_S):
-                    break
+            while not self.stopping.is_set():
+                pool.check()
+                if time.monotonic() - last_beat >= HEARTBEAT_S:
+                    info.workers[:] = pool.describe()
+                    write_node_info(root, info)
+                    last_beat = time.monotonic()
+                self.stopping.wait(SUPERVISE_S)
         finally:
             drained = scp.stop(DRAIN_SECONDS)
-            info_path.unlink(missing_ok=True)
+            pipeline.stop()
+            pool.stop()
+            (root / "node.json").unlink(missing_ok=True)
             archive.close()
             log.info("stopped after %d stored instance(s)%s", scp.stored,
                      "" if drained else " (some associations were aborted)")
         return 0
-
-    @staticmethod
-    def _write_info(path: Path, info: NodeInfo) -> None:
-        data = {**info.__dict__, "heartbeat_at": utc_now()}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)

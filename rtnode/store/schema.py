@@ -76,6 +76,74 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_kind ON events(kind, at);
     """,
+    # 2: treatment courses, their revisions, and the stage runs of each revision
+    """
+    CREATE TABLE courses (
+        id                      INTEGER PRIMARY KEY,
+        patient_id              TEXT NOT NULL,
+        course_key              TEXT NOT NULL,
+        anchor_series_uid       TEXT NOT NULL DEFAULT '',
+        frame_of_reference_uid  TEXT NOT NULL DEFAULT '',
+        state                   TEXT NOT NULL DEFAULT 'receiving',
+        tag                     TEXT NOT NULL DEFAULT 'clinical',
+        rule                    TEXT NOT NULL DEFAULT '',
+        calling_ae              TEXT NOT NULL DEFAULT '',
+        instance_count          INTEGER NOT NULL DEFAULT 0,
+        members                 TEXT NOT NULL DEFAULT '[]',
+        verdict                 TEXT NOT NULL DEFAULT '{}',
+        first_received_at       TEXT NOT NULL DEFAULT '',
+        last_received_at        TEXT NOT NULL DEFAULT '',
+        created_at              TEXT NOT NULL,
+        updated_at              TEXT NOT NULL,
+        cancelled               INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (patient_id, course_key)
+    );
+    CREATE INDEX courses_state ON courses(state);
+    CREATE TABLE revisions (
+        course_fk   INTEGER NOT NULL REFERENCES courses(id),
+        revision    INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        members     TEXT NOT NULL,
+        verdict     TEXT NOT NULL,
+        rule        TEXT NOT NULL DEFAULT '',
+        plan        TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (course_fk, revision)
+    );
+    CREATE TABLE stage_runs (
+        id                INTEGER PRIMARY KEY,
+        course_fk         INTEGER NOT NULL REFERENCES courses(id),
+        revision          INTEGER NOT NULL,
+        stage             TEXT NOT NULL,
+        part              TEXT NOT NULL DEFAULT '',
+        queue             TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        reason            TEXT NOT NULL DEFAULT '',
+        after             TEXT NOT NULL DEFAULT '[]',
+        fingerprint       TEXT NOT NULL DEFAULT '',
+        priority          REAL NOT NULL DEFAULT 0,
+        size              INTEGER NOT NULL DEFAULT 0,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        footprint         TEXT NOT NULL DEFAULT 'normal',
+        token             TEXT NOT NULL DEFAULT '',
+        worker_pid        INTEGER,
+        worker_host       TEXT NOT NULL DEFAULT '',
+        reused_revision   INTEGER,
+        pending_at        TEXT NOT NULL DEFAULT '',
+        queued_at         TEXT NOT NULL DEFAULT '',
+        started_at        TEXT NOT NULL DEFAULT '',
+        finished_at       TEXT NOT NULL DEFAULT '',
+        UNIQUE (course_fk, revision, stage, part)
+    );
+    CREATE INDEX stage_runs_state ON stage_runs(state, queue);
+    CREATE TABLE queue_state (
+        queue   TEXT PRIMARY KEY,
+        paused  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE node_state (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,156 @@
+"""Routing rules: which stages, models, destinations and priority a course gets.
+
+Rules live in ``rules/*.yaml`` (files read in name order, rules in file order); the first rule
+whose ``match`` fits a course wins. With no rules at all the embedded default applies (the
+manifest stage only). Every problem is reported as ``file:line: rules[i].key: message`` at start,
+so a typo stops the node before it routes a single course wrongly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from rtnode.config import Section
+from rtnode.yamlsource import YamlError, load_yaml
+
+
+class RuleMatch(Section):
+    """Every condition given must hold; an empty match fits every course."""
+
+    calling_ae: list[str] = Field(default_factory=list,
+                                  description="glob patterns on the sender's AE title")
+    called_ae: list[str] = Field(default_factory=list, description="glob patterns on our AE title")
+    modalities: list[str] = Field(default_factory=list,
+                                  description="all of these must be in the course")
+    study_description: str | None = Field(None, description="regex, searched, case-insensitive")
+    series_description: str | None = Field(None, description="regex on the planning CT's")
+    has_rtdose: bool | None = None
+    tag: Literal["clinical", "cohort"] | None = None
+
+    @field_validator("study_description", "series_description")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class Rule(Section):
+    name: str
+    match: RuleMatch = Field(default_factory=RuleMatch)
+    stages: list[str] = Field(default_factory=lambda: ["manifest"])
+    models: list[str] = Field(default_factory=lambda: ["builtin:body"])
+    destinations: list[str] = Field(default_factory=list)
+    priority: Literal["clinical", "cohort"] | None = None
+    quiet_seconds: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> "Rule":
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError("a stage is listed twice")
+        return self
+
+
+DEFAULT_RULE = Rule(name="default")
+
+
+@dataclass(frozen=True)
+class CourseFacts:
+    """What rules can look at."""
+
+    calling_ae: str = ""
+    called_ae: str = ""
+    modalities: frozenset[str] = frozenset()
+    study_description: str = ""
+    series_description: str = ""
+    tag: str = "clinical"
+
+    @property
+    def has_rtdose(self) -> bool:
+        return "RTDOSE" in self.modalities
+
+
+def matches(m: RuleMatch, f: CourseFacts) -> bool:
+    def glob(patterns: list[str], value: str) -> bool:
+        return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+    return (glob(m.calling_ae, f.calling_ae) and glob(m.called_ae, f.called_ae)
+            and set(m.modalities) <= f.modalities
+            and (m.study_description is None
+                 or re.search(m.study_description, f.study_description, re.I) is not None)
+            and (m.series_description is None
+                 or re.search(m.series_description, f.series_description, re.I) is not None)
+            and (m.has_rtdose is None or m.has_rtdose == f.has_rtdose)
+            and (m.tag is None or m.tag == f.tag))
+
+
+class RulesError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    sources: tuple[str, ...]  # 'file:line' of each rule, for logs
+
+    def select(self, facts: CourseFacts) -> Rule:
+        for rule in self.rules:
+            if matches(rule.match, facts):
+                return rule
+        return DEFAULT_RULE
+
+
+def load_rules(folder: Path, known_stages: Iterable[str]) -> RuleSet:
+    """Read and validate every rules/*.yaml; raise RulesError naming file, line and key."""
+    known = set(known_stages)
+    rules: list[Rule] = []
+    sources: list[str] = []
+    problems: list[str] = []
+    names: dict[str, str] = {}
+    files = sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml")) \
+        if Path(folder).is_dir() else []
+    for path in files:
+        try:
+            src = load_yaml(path)
+        except YamlError as exc:
+            problems.append(str(exc))
+            continue
+        items = src.data.get("rules") if isinstance(src.data, dict) else None
+        if not isinstance(items, list):
+            problems.append(f"{path}: expected a top-level 'rules:' list")
+            continue
+        for i, item in enumerate(items):
+            try:
+                rule = Rule.model_validate(item)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ("rules", i, *err["loc"])
+                    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                    problems.append(f"{src.where(loc)}: rules[{i}]."
+                                    f"{'.'.join(map(str, err['loc']))}: {msg}")
+                continue
+            where = src.where(("rules", i))
+            for j, stage in enumerate(rule.stages):
+                if stage not in known:
+                    problems.append(f"{src.where(('rules', i, 'stages', j))}: rules[{i}].stages: "
+                                    f"unknown stage {stage!r} (known: {', '.join(sorted(known))})")
+            if rule.name in names:
+                problems.append(f"{where}: rule name {rule.name!r} already used at "
+                                f"{names[rule.name]}")
+            names[rule.name] = where
+            rules.append(rule)
+            sources.append(where)
+    if problems:
+        raise RulesError(problems)
+    return RuleSet(tuple(rules), tuple(sources))

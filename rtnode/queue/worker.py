@@ -1,0 +1,140 @@
+"""Worker processes: a Huey consumer per queue, and the supervisor that keeps them alive.
+
+The worker budget is one level of parallelism: a consumer runs N process workers, and every
+process caps its BLAS/OpenMP/NumExpr threads (``workers.threads_per_worker``) before numpy is
+imported, so N workers never become N × cores threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("rtnode.workers")
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS")
+#: seconds a consumer gets to finish its running tasks after SIGINT before it is killed
+STOP_GRACE_S = 20.0
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG).
+
+    A consumer whose node was killed, or a Huey worker whose consumer was, must not live on
+    taking tasks outside the worker budget. Elsewhere than Linux this is a no-op.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def cap_threads(threads: int, environ: dict | None = None) -> dict:
+    env = os.environ if environ is None else environ
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    return env
+
+
+def run_consumer(config_path: Path, queue: str, workers: int) -> None:
+    """Run one queue's consumer in this process until SIGINT (graceful) or SIGTERM."""
+    from rtnode.config import load_config
+    from rtnode.queue.hueys import make_huey
+    from rtnode.stages.base import load_stages
+
+    die_with_parent()
+    config = load_config(config_path)
+    cap_threads(config.workers.threads_per_worker)
+    os.environ["RTNODE_CONFIG"] = str(Path(config_path).resolve())
+    load_stages(config.stages.plugins)
+    huey = make_huey(config, queue)
+    huey.on_startup()(die_with_parent)
+    consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
+                                    initial_delay=0.05, backoff=1.2, max_delay=0.5,
+                                    check_worker_health=True, health_check_interval=2)
+    log.info("%s queue: %d process worker(s), %d thread(s) each, backend %s", queue, workers,
+             config.workers.threads_per_worker, config.queue.backend)
+    consumer.run()
+
+
+@dataclass
+class WorkerProcess:
+    queue: str
+    workers: int
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started: list[float] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+class WorkerPool:
+    """The node's own consumers as child processes, restarted (with back-off) if they die."""
+
+    def __init__(self, config_path: Path, capacity: dict[str, int], threads: int):
+        self.config_path = config_path
+        self.threads = threads
+        self.children = [WorkerProcess(q, n) for q, n in capacity.items() if n > 0]
+
+    def _spawn(self, w: WorkerProcess) -> None:
+        env = cap_threads(self.threads, dict(os.environ))
+        env["RTNODE_CONFIG"] = str(self.config_path)
+        w.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtnode", "worker", "--queue", w.queue, "--workers",
+             str(w.workers), "--config", str(self.config_path)], env=env)
+        w.started.append(time.monotonic())
+        log.info("started %s worker process %d (%d worker(s))", w.queue, w.proc.pid, w.workers)
+
+    def start(self) -> None:
+        for w in self.children:
+            self._spawn(w)
+
+    def check(self) -> None:
+        """Restart consumers that exited; back off when one keeps dying."""
+        now = time.monotonic()
+        for w in self.children:
+            if w.proc is None or w.proc.poll() is None:
+                continue
+            if w.next_start == 0.0:
+                delay = min(30.0, 2.0 ** min(w.restarts, 5)) if w.restarts else 0.0
+                w.next_start = now + delay
+                log.error("%s worker process %d exited with %s; restarting in %.0f s", w.queue,
+                          w.proc.pid, w.proc.returncode, delay)
+            if now >= w.next_start:
+                w.restarts += 1
+                w.next_start = 0.0
+                self._spawn(w)
+
+    def describe(self) -> list[dict]:
+        return [{"queue": w.queue, "pid": w.pid, "workers": w.workers} for w in self.children]
+
+    def stop(self) -> None:
+        """SIGINT: Huey finishes running tasks; whoever is still there after the grace period
+        is killed (its runs are requeued at the next start)."""
+        for w in self.children:
+            if w.proc and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in self.children:
+            if w.proc is None:
+                continue
+            try:
+                w.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s worker process %d did not stop in time; killing it", w.queue,
+                            w.proc.pid)
+                w.proc.kill()
+                w.proc.wait(10)

@@ -1,0 +1,89 @@
+"""What a stage is: a name, a queue, what it needs, what it writes, a timeout, and a function.
+
+Every stage module has the same shape — build a ``Stage`` and ``register`` it — so the runner can
+plan, order, time out and retry any of them without knowing what they do. Physicists can add a
+stage in a module of their own and list it under ``stages.plugins`` in the config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from rtnode.courses.grouping import Member
+
+Queue = Literal["gpu", "cpu"]
+
+
+@dataclass
+class StageContext:
+    """Everything a stage function gets: the course revision, where to write, how big to be."""
+
+    course_id: int
+    patient_id: str
+    revision: int
+    members: list[Member]
+    verdict: dict[str, Any]
+    rule: dict[str, Any]
+    storage_root: Path
+    out_dir: Path
+    footprint: Literal["normal", "small"] = "normal"
+    part: str = ""
+    upstream: dict[str, Path] = field(default_factory=dict)  # stage -> folder of its outputs
+    config: Any = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("rtnode.stage"))
+
+    def of(self, modality: str) -> list[Member]:
+        return [m for m in self.members if m.modality == modality]
+
+    def path(self, member: Member) -> Path:
+        return self.storage_root / member.path
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage declaration.
+
+    ``needs``: modalities the course must hold, else the stage is skipped with that reason.
+    ``after``: stages whose outputs it reads; it starts as soon as those are done for the course.
+    ``inputs``: modalities whose instances decide whether a new revision must rerun it (None: all).
+    """
+
+    name: str
+    queue: Queue
+    run: Callable[[StageContext], Any]
+    needs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    inputs: tuple[str, ...] | None = None
+    writes: tuple[str, ...] = ()
+    timeout: float | None = None
+    description: str = ""
+
+
+REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    REGISTRY[stage.name] = stage
+    return stage
+
+
+BUILTIN_MODULES = ("rtnode.stages.manifest",)
+
+
+def load_stages(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, Stage]:
+    """Import the built-in stage modules and the configured plugins (each registers itself)."""
+    for module in (*BUILTIN_MODULES, *plugins):
+        importlib.import_module(module)
+    return REGISTRY
+
+
+def stage_timeout(stage: Stage, config: Any) -> float:
+    if config is not None and stage.name in config.stages.timeouts:
+        return float(config.stages.timeouts[stage.name])
+    if stage.timeout is not None:
+        return stage.timeout
+    return float(config.stages.default_timeout) if config is not None else 1800.0

@@ -1,0 +1,161 @@
+"""Executing one stage run inside a worker process: claim, run bounded, record the outcome.
+
+A run is claimed only if it is still 'queued' with the token it was dispatched with, so a task
+delivered twice (a requeue, a restarted consumer, a flushed queue) runs once. The stage runs under
+a deadline (SIGALRM in the worker's main thread); a memory error is retried once with
+``footprint='small'`` before the run fails with the reason. Tracebacks go to the revision's
+logs/<stage>.log, the one-line reason to the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Iterator
+
+from rtnode.config import Config, load_config
+from rtnode.courses.book import DONE, FAILED, QUEUED, RUNNING, CourseBook
+from rtnode.courses.grouping import Member
+from rtnode.node_info import HOST
+from rtnode.stages.base import REGISTRY, StageContext, load_stages, stage_timeout
+from rtnode.store.index import Index
+
+log = logging.getLogger("rtnode.worker")
+
+MEMORY_MARKERS = ("out of memory", "cannot allocate memory", "std::bad_alloc",
+                  "unable to allocate")
+
+
+class StageTimeout(Exception):
+    pass
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return "outofmemory" in text.replace(" ", "") or any(m in text for m in MEMORY_MARKERS)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise StageTimeout in this thread after seconds (main thread only; elsewhere a no-op,
+    and the scheduler's watchdog is the backstop)."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def fire(signum, frame):
+        raise StageTimeout(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class WorkerState:
+    """Per-process state, opened lazily after the consumer forks its workers."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.config: Config | None = None
+        self.index: Index | None = None
+
+    def get(self) -> tuple[Config, Index]:
+        if self.pid != os.getpid() or self.config is None or self.index is None:
+            self.pid = os.getpid()
+            self.config = load_config(Path(os.environ["RTNODE_CONFIG"]))
+            load_stages(self.config.stages.plugins)
+            self.index = Index(self.config.storage_root / "index.sqlite",
+                               durable=self.config.storage.fsync)
+        return self.config, self.index
+
+
+STATE = WorkerState()
+
+
+def course_dir(storage_root: Path, course_id: int, revision: int) -> Path:
+    return storage_root / "courses" / str(course_id) / f"r{revision}"
+
+
+def build_context(config: Config, book: CourseBook, run: dict[str, Any]) -> StageContext:
+    rev = book.revision(run["course_fk"], run["revision"])
+    course = book.course(run["course_fk"])
+    assert rev is not None and course is not None
+    root = config.storage_root
+    upstream = {}
+    for other in book.runs(run["course_fk"], run["revision"]):
+        source = other["reused_revision"] or other["revision"]
+        upstream[other["stage"]] = course_dir(root, run["course_fk"], source)
+    return StageContext(
+        course_id=run["course_fk"], patient_id=course["patient_id"], revision=run["revision"],
+        members=[Member.from_json(m) for m in json.loads(rev["members"])],
+        verdict=json.loads(rev["verdict"]), rule=json.loads(rev["plan"]), storage_root=root,
+        out_dir=course_dir(root, run["course_fk"], run["revision"]), footprint=run["footprint"],
+        part=run["part"], upstream=upstream, config=config)
+
+
+def _log_failure(ctx: StageContext, stage: str, text: str) -> None:
+    folder = ctx.out_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{stage}.log", "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+def execute(run_id: int, token: str) -> str:
+    """Run one claimed stage run to its end; returns the final state (or 'stale')."""
+    config, index = STATE.get()
+    book = CourseBook(index)
+    run = book.run(run_id)
+    if run is None or run["state"] != QUEUED or run["token"] != token:
+        log.info("run %s: stale delivery ignored", run_id)
+        return "stale"
+    if not book.transition(run_id, RUNNING, expect=[QUEUED], if_token=token,
+                           worker_pid=os.getpid(), worker_host=HOST,
+                           attempts=run["attempts"] + 1):
+        return "stale"
+    stage = REGISTRY.get(run["stage"])
+    ctx = build_context(config, book, run)
+    if stage is None:
+        book.transition(run_id, FAILED, expect=[RUNNING], if_token=token,
+                        reason=f"no stage named {run['stage']!r} in this worker")
+        return FAILED
+    seconds = stage_timeout(stage, config)
+    footprint = run["footprint"]
+    while True:
+        ctx.footprint = footprint
+        try:
+            with deadline(seconds):
+                stage.run(ctx)
+        except StageTimeout as exc:
+            reason = str(exc)
+        except Exception as exc:  # a stage failure is recorded, never raised into Huey
+            if is_memory_error(exc) and footprint == "normal":
+                log.warning("run %s (%s): memory error, retrying with a smaller footprint: %s",
+                            run_id, stage.name, exc)
+                _log_failure(ctx, stage.name, traceback.format_exc())
+                footprint = "small"
+                continue
+            _log_failure(ctx, stage.name, traceback.format_exc())
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_memory_error(exc):
+                reason = f"memory error even with a smaller footprint: {reason}"
+        else:
+            book.transition(run_id, DONE, expect=[RUNNING], if_token=token, footprint=footprint)
+            log.info("course %s r%s %s done", run["course_fk"], run["revision"], stage.name)
+            return DONE
+        book.transition(run_id, FAILED, expect=[RUNNING], if_token=token, reason=reason[:500],
+                        footprint=footprint)
+        log.warning("course %s r%s %s failed: %s", run["course_fk"], run["revision"],
+                    stage.name, reason)
+        return FAILED
