@@ -446,6 +446,23 @@ def queue_resume(queue: Optional[str] = typer.Argument(None, help="gpu or cpu (d
     _set_pause(queue, False, config)
 
 
+@app.command("stages")
+def list_stages(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """The stages this installation can run (built-in and stages.plugins)."""
+    from rtnode.stages.base import load_stages, stage_timeout
+
+    cfg = get_config(config)
+    rows = [{"name": s.name, "queue": s.queue, "needs": list(s.needs), "after": list(s.after),
+             "writes": list(s.writes), "timeout_s": stage_timeout(s, cfg),
+             "description": s.description}
+            for s in load_stages(cfg.stages.plugins).values()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "queue", "needs", "after", "writes", "timeout_s",
+                           "description"], "stages")
+
+
 # -- config ------------------------------------------------------------------------------------
 
 @config_app.command("check")

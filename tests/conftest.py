@@ -37,10 +37,10 @@ def node_factory(tmp_path):
     """Start nodes with given config sections; every one still running is stopped at the end."""
     started: list[NodeProcess] = []
 
-    def make(**sections) -> NodeProcess:
+    def make(env: dict[str, str] | None = None, **sections) -> NodeProcess:
         folder = tmp_path / f"node{len(started)}"
         folder.mkdir()
-        node = NodeProcess(write_config(folder, **sections)).start()
+        node = NodeProcess(write_config(folder, **sections), env=env).start()
         started.append(node)
         return node
 

@@ -71,9 +71,16 @@ def echoscu(port: int, *, called: str = "RTNODE", calling: str = "ECHOSCU",
 
 
 def write_config(folder: Path, **sections: dict) -> Path:
-    """A config.yaml under folder with storage.root = folder/storage and the given sections."""
+    """A config.yaml under folder with storage.root = folder/storage and the given sections.
+
+    Courses settle fast (quiet 2 s, max-wait 8 s, polled every 0.3 s) and read the repository's
+    rules/ unless a test says otherwise."""
     data: dict = {"dicom": {"bind": "127.0.0.1", "port": free_port()},
-                  "storage": {"root": "storage", "min_free_gb": 0.0}}
+                  "storage": {"root": "storage", "min_free_gb": 0.0},
+                  "courses": {"quiet_seconds": 2.0, "max_wait_seconds": 8.0,
+                              "poll_seconds": 0.3,
+                              "rules_dir": str(Path(__file__).parents[1] / "rules")},
+                  "workers": {"cpu_workers": 2}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     path = folder / "config.yaml"
@@ -84,8 +91,11 @@ def write_config(folder: Path, **sections: dict) -> Path:
 class NodeProcess:
     """``rtnode serve --config FILE`` in a child process, with its log captured to a file."""
 
-    def __init__(self, config: Path):
+    def __init__(self, config: Path, env: dict[str, str] | None = None):
         self.config = Path(config)
+        # tests/ on the path, so that stages.plugins can name tests' own stage modules
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]), **(env or {})}
         data = yaml.safe_load(self.config.read_text())
         self.port = int(data["dicom"]["port"])
         self.ae_title = data["dicom"].get("ae_title", "RTNODE")
@@ -96,7 +106,7 @@ class NodeProcess:
     def start(self, timeout: float = 30.0) -> "NodeProcess":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([*RTNODE, "serve", "--config", str(self.config)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -136,7 +146,7 @@ class NodeProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run an ``rtnode`` subcommand against this node's config."""
         return subprocess.run([*RTNODE, *args, "--config", str(self.config)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, env=self.env)
 
     def cli_json(self, *args: str):
         r = self.cli(*args, "--json")
@@ -145,6 +155,21 @@ class NodeProcess:
 
     def __enter__(self) -> "NodeProcess":
         return self.start()
+
+    def courses(self) -> list[dict]:
+        return self.cli_json("courses")
+
+    def wait_courses(self, predicate, timeout: float = 90.0, what: str = "") -> list[dict]:
+        """Poll ``rtnode courses --json`` until predicate(courses) holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            courses = self.courses()
+            if predicate(courses):
+                return courses
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or predicate}: {courses}\n"
+                                     f"{self.log[-3000:]}")
+            time.sleep(0.5)
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:

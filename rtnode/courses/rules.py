@@ -47,7 +47,7 @@ class RuleMatch(Section):
 class Rule(Section):
     name: str
     match: RuleMatch = Field(default_factory=RuleMatch)
-    stages: list[str] = Field(default_factory=lambda: ["manifest"])
+    stages: list[str] = Field(default_factory=lambda: ["manifest", "dvh"])
     models: list[str] = Field(default_factory=lambda: ["builtin:body"])
     destinations: list[str] = Field(default_factory=list)
     priority: Literal["clinical", "cohort"] | None = None

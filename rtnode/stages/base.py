@@ -71,7 +71,7 @@ def register(stage: Stage) -> Stage:
     return stage
 
 
-BUILTIN_MODULES = ("rtnode.stages.manifest",)
+BUILTIN_MODULES = ("rtnode.stages.manifest", "rtnode.stages.dvh")
 
 
 def load_stages(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, Stage]:
