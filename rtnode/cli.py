@@ -526,6 +526,50 @@ def worker(
     run_consumer(path.resolve(), queue, n)
 
 
+@app.command()
+def demo(
+    to: Optional[str] = typer.Option(None, "--to", help="AE@HOST:PORT of the node (default: "
+                                     "this config's AE title and port on this host)."),
+    config: Optional[Path] = ConfigOption,
+    timeout: float = typer.Option(600.0, help="Seconds to follow the course."),
+) -> None:
+    """Send a generated phantom course to the node and follow it until its stages finish."""
+    from rich.progress import Progress
+
+    from rtnode.demo import run_demo
+    from rtnode.dicom.scu import AddressError, AssociationError, Peer, parse_peer
+    from rtnode.node_info import read_node_info
+
+    cfg = get_config(config)
+    try:
+        if to:
+            peer = parse_peer(to)
+        else:
+            info = read_node_info(cfg.storage_root)
+            host = info.host if info else ("127.0.0.1" if cfg.dicom.bind == "0.0.0.0"
+                                           else cfg.dicom.bind)
+            peer = Peer(cfg.dicom.ae_title, host, info.port if info else cfg.dicom.port)
+    except AddressError as exc:
+        raise fail(str(exc)) from None
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task(f"sending to {peer}", total=None)
+        try:
+            course = run_demo(cfg, peer, lambda m: progress.console.print(m),
+                              lambda n, total: progress.update(task, completed=n, total=total),
+                              timeout=timeout)
+        except AssociationError as exc:
+            raise fail(f"{exc}: is the node running? (`rtnode serve`)") from None
+    if course is None:
+        raise typer.Exit(1)
+    out.print(f"course {course['id']} {course['state']}; outputs in {course['output_dir']}:")
+    folder = Path(course["output_dir"])
+    for f in sorted(folder.rglob("*")) if folder.exists() else []:
+        if f.is_file():
+            out.print(f"  {f.relative_to(folder)}  ({f.stat().st_size} bytes)")
+    if course["state"] != "done":
+        raise typer.Exit(1)
+
+
 # -- engines usable without a running node ---------------------------------------------------
 
 from rtnode.dvh.cli import dvh_command  # noqa: E402

@@ -156,6 +156,28 @@ class NodeProcess:
     def __enter__(self) -> "NodeProcess":
         return self.start()
 
+    def processes(self) -> list[int]:
+        """PIDs of every live process started for this node (serve, consumers, Huey workers)."""
+        mine = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().split(") ", 1)[1][0]
+            except OSError:
+                continue
+            if state != "Z" and "rtnode" in cmd and (
+                    str(self.config) in cmd or str(self.storage) in cmd):
+                mine.append(int(entry.name))
+        return mine
+
+    def wait_no_processes(self, timeout: float = 10.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.processes()
+
     def courses(self) -> list[dict]:
         return self.cli_json("courses")
 

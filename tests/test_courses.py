@@ -132,3 +132,13 @@ def test_unchanged_inputs_reuse_the_previous_revision(node_factory, tmp_path):
     gpu = stage(c, "slow_gpu")  # reads the CT only: unchanged, reused
     assert gpu["state"] == "skipped" and gpu["reason"] == "inputs unchanged since r1"
     assert gpu["reused_revision"] == 1
+
+
+def test_demo_sends_a_course_and_follows_it_to_done(node):
+    r = node.cli("demo", "--timeout", "120")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sent 67 of 67 objects" in r.stdout
+    assert "course 1 done; outputs in" in r.stdout
+    assert "dvh_metrics.csv" in r.stdout and "course.json" in r.stdout
+    c = node.courses()[0]
+    assert c["patient_id"].startswith("DEMO") and c["state"] == "done"

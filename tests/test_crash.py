@@ -55,6 +55,7 @@ def send_until_killed(node, files) -> list[str]:
 def test_kill9_mid_send_loses_nothing_acknowledged(node, ct_300):
     acknowledged = send_until_killed(node, ct_300)
     assert KILL_AFTER <= len(acknowledged) < N
+    assert node.wait_no_processes() == [], "worker processes outlived the killed node"
 
     # the storage as the crash left it, before any restart: every indexed row is a whole file
     db = sqlite3.connect(node.storage / "index.sqlite")

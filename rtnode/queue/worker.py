@@ -58,7 +58,8 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     os.environ["RTNODE_CONFIG"] = str(Path(config_path).resolve())
     load_stages(config.stages.plugins)
     huey = make_huey(config, queue)
-    huey.on_startup()(die_with_parent)
+    # every process Huey forks (workers and its scheduler) dies with this consumer
+    os.register_at_fork(after_in_child=die_with_parent)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
                                     initial_delay=0.05, backoff=1.2, max_delay=0.5,
                                     check_worker_health=True, health_check_interval=2)
