@@ -383,10 +383,10 @@ def requeue(
         if course_id is not None or stage or from_stage:
             raise fail("--failed takes no course id, --stage or --from-stage")
         rows = book.index.query(
-            "SELECT DISTINCT course_fk, stage FROM stage_runs WHERE state='failed'"
+            "SELECT DISTINCT course_fk FROM stage_runs WHERE state='failed'"
             " AND finished_at >= ?", (since or "",))
-        n = sum(book.requeue(r[0], [r[1]]) for r in rows)
-        out.print(f"requeued {n} failed stage run(s) in {len({r[0] for r in rows})} course(s)")
+        n = sum(book.requeue(r[0], only_failed=True) for r in rows)
+        out.print(f"requeued {n} failed stage run(s) in {len(rows)} course(s)")
         return
     if course_id is None:
         raise fail("give a course id, or --failed")

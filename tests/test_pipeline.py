@@ -174,3 +174,28 @@ def test_cancel_stops_dispatch(test_node, tmp_path):
     shown = node.cli_json("course", "show", str(c["id"]))
     assert shown["state"] == "cancelled" and len(shown["objects"]) == 30
     assert json.loads(json.dumps(shown))["revisions"][0]["members"] == 30
+
+
+def test_fan_out_parts_run_in_parallel_and_a_stuck_part_fails_alone(test_node, tmp_path):
+    rules = tmp_path / "rules"  # made by the test_node fixture
+    (rules / "test.yaml").write_text(RULES.replace("  - {name: default",
+                                                   "  - {name: fan, match: {calling_ae: [FAN*]},"
+                                                   " stages: [fan, manifest]}\n"
+                                                   "  - {name: default"))
+    node = test_node(seconds=1.0, workers={"cpu_workers": 2})
+    send_ct_courses(node, tmp_path, "FANSCU", 1)
+    c = node.wait_courses(settled, timeout=120)[0]
+    runs = {s["part"]: s for s in c["stages"] if s["stage"] == "fan"}
+    assert set(runs) == {"", "roi1", "roi2", "roi3", "stuck"}
+    assert runs["stuck"]["state"] == "failed" and runs["stuck"]["reason"] == "timed out after 4 s"
+    assert all(runs[p]["state"] == "done" for p in ("roi1", "roi2", "roi3"))
+    parent = runs[""]
+    assert parent["state"] == "done" and parent["reason"] == "1 of 4 part(s) failed"
+    assert stage(c, "manifest")["state"] == "done"  # the rest of the course completed
+    assert c["state"] == "failed"  # but the course says something failed
+    assert (Path(c["output_dir"]) / "merged.txt").read_text() == "roi1,roi2,roi3"
+    parts = [runs[p] for p in ("roi1", "roi2", "roi3", "stuck")]
+    assert any(overlaps(a, b) for i, a in enumerate(parts) for b in parts[i + 1:]), \
+        "parts of one course did not run in parallel"
+    # the merge came after every part had finished
+    assert parent["finished_at"] >= max(p["finished_at"] for p in parts)

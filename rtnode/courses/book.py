@@ -185,26 +185,58 @@ class CourseBook:
                           (now, json.dumps({"run": run_id, "state": state, "reason": reason})))
         return changed
 
-    def requeue(self, course_id: int, stages: Iterable[str] | None = None) -> int:
-        """Reset runs of the latest revision to pending (all, or the given stages)."""
+    def requeue(self, course_id: int, stages: Iterable[str] | None = None,
+                only_failed: bool = False) -> int:
+        """Reset runs of the latest revision to pending: all, the given stages, or only the
+        failed ones (a failed part also reopens its parent, which merges again)."""
         latest = self.latest_revision(course_id)
         if latest is None:
             return 0
         now = utc_now()
-        sql = ("UPDATE stage_runs SET state=?, reason='requeued', token='', worker_pid=NULL,"
-               " reused_revision=NULL, pending_at=?, queued_at='', started_at='',"
-               " finished_at='', footprint='normal' WHERE course_fk=? AND revision=?"
-               " AND state NOT IN (?,?)")
-        args: list[Any] = [PENDING, now, course_id, latest["revision"], QUEUED, RUNNING]
+        where = "course_fk=? AND revision=? AND state NOT IN (?,?)"
+        args: list[Any] = [course_id, latest["revision"], QUEUED, RUNNING]
         if stages is not None:
             stages = list(stages)
-            sql += f" AND stage IN ({','.join('?' * len(stages))})"
+            where += f" AND stage IN ({','.join('?' * len(stages))})"
             args.extend(stages)
+        if only_failed:
+            where += (" AND (state='failed' OR (part='' AND EXISTS (SELECT 1 FROM stage_runs p"
+                      " WHERE p.course_fk=stage_runs.course_fk AND p.revision=stage_runs.revision"
+                      " AND p.stage=stage_runs.stage AND p.part!='' AND p.state='failed')))")
         with self.index.transaction() as c:
-            n = c.execute(sql, args).rowcount
+            n = c.execute(
+                "UPDATE stage_runs SET state=?, reason='requeued', token='', worker_pid=NULL,"
+                " reused_revision=NULL, pending_at=?, queued_at='', started_at='',"
+                f" finished_at='', footprint='normal' WHERE {where}",
+                [PENDING, now, *args]).rowcount
             c.execute("UPDATE courses SET state='running', cancelled=0, updated_at=?"
                       " WHERE id=?", (now, course_id))
         return n
+
+    def parts_of(self, run: dict[str, Any]) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.index.query(
+            "SELECT part, state, reason FROM stage_runs WHERE course_fk=? AND revision=?"
+            " AND stage=? AND part != '' ORDER BY id",
+            (run["course_fk"], run["revision"], run["stage"]))]
+
+    def split(self, run: dict[str, Any], token: str, parts: list[str]) -> bool:
+        """Fan a running parent run out into part runs; the parent waits (pending) to merge."""
+        now = utc_now()
+        with self.index.transaction() as c:
+            moved = c.execute(
+                "UPDATE stage_runs SET state=?, reason=?, token='', worker_pid=NULL,"
+                " pending_at=? WHERE id=? AND state=? AND token=?",
+                (PENDING, f"waiting for {len(parts)} part(s)", now, run["id"], RUNNING,
+                 token)).rowcount
+            if not moved:
+                return False
+            c.executemany(
+                "INSERT INTO stage_runs(course_fk, revision, stage, part, queue, state, after,"
+                " priority, size, pending_at) VALUES (?,?,?,?,?,?,'[]',?,?,?)"
+                " ON CONFLICT(course_fk, revision, stage, part) DO NOTHING",
+                [(run["course_fk"], run["revision"], run["stage"], p, run["queue"], PENDING,
+                  run["priority"], run["size"], now) for p in parts])
+        return True
 
     def paused(self) -> set[str]:
         return {r[0] for r in self.index.query("SELECT queue FROM queue_state WHERE paused=1")}

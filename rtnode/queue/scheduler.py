@@ -148,6 +148,8 @@ class Scheduler:
             (aging, PENDING, queue))
         ready = []
         for run in rows:
+            if not run["part"] and self._parts_unfinished(run):
+                continue  # a split parent merges only once every part has finished
             after = json.loads(run["after"])
             if after:
                 ups = {r["stage"]: r for r in self._rows(
@@ -159,6 +161,12 @@ class Scheduler:
             if len(ready) >= limit:
                 break
         return ready
+
+    def _parts_unfinished(self, run: dict[str, Any]) -> bool:
+        return bool(self.index.query(
+            "SELECT 1 FROM stage_runs WHERE course_fk=? AND revision=? AND stage=?"
+            " AND part != '' AND state IN (?,?,?) LIMIT 1",
+            (run["course_fk"], run["revision"], run["stage"], PENDING, QUEUED, RUNNING)))
 
     def _dispatch(self) -> int:
         paused = self.book.paused()

@@ -33,6 +33,7 @@ class StageContext:
     footprint: Literal["normal", "small"] = "normal"
     part: str = ""
     upstream: dict[str, Path] = field(default_factory=dict)  # stage -> folder of its outputs
+    parts: list[dict[str, Any]] = field(default_factory=list)  # for merge: part, state, reason
     config: Any = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rtnode.stage"))
 
@@ -50,6 +51,10 @@ class Stage:
     ``needs``: modalities the course must hold, else the stage is skipped with that reason.
     ``after``: stages whose outputs it reads; it starts as soon as those are done for the course.
     ``inputs``: modalities whose instances decide whether a new revision must rerun it (None: all).
+    ``split``: fan-out — returns part names (e.g. one per ROI); each part then runs ``run`` as a
+    task of its own on the same queue (``ctx.part`` says which), and once every part has
+    finished, ``merge`` runs with ``ctx.parts``. This is how one heavy course fills the worker
+    pool without a pool inside a task.
     """
 
     name: str
@@ -61,6 +66,8 @@ class Stage:
     writes: tuple[str, ...] = ()
     timeout: float | None = None
     description: str = ""
+    split: Callable[[StageContext], list[str]] | None = None
+    merge: Callable[[StageContext], Any] | None = None
 
 
 REGISTRY: dict[str, Stage] = {}

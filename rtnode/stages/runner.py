@@ -131,12 +131,18 @@ def execute(run_id: int, token: str) -> str:
                         reason=f"no stage named {run['stage']!r} in this worker")
         return FAILED
     seconds = stage_timeout(stage, config)
+    work = stage.run
+    if stage.split is not None and not run["part"]:
+        ctx.parts = book.parts_of(run)
+        if not ctx.parts:
+            return _split(book, run, token, stage, ctx, seconds)
+        work = stage.merge or (lambda _ctx: None)
     footprint = run["footprint"]
     while True:
         ctx.footprint = footprint
         try:
             with deadline(seconds):
-                stage.run(ctx)
+                work(ctx)
         except StageTimeout as exc:
             reason = str(exc)
         except Exception as exc:  # a stage failure is recorded, never raised into Huey
@@ -151,11 +157,41 @@ def execute(run_id: int, token: str) -> str:
             if is_memory_error(exc):
                 reason = f"memory error even with a smaller footprint: {reason}"
         else:
-            book.transition(run_id, DONE, expect=[RUNNING], if_token=token, footprint=footprint)
-            log.info("course %s r%s %s done", run["course_fk"], run["revision"], stage.name)
+            failed_parts = sum(p["state"] == FAILED for p in ctx.parts)
+            note = f"{failed_parts} of {len(ctx.parts)} part(s) failed" if failed_parts else ""
+            book.transition(run_id, DONE, expect=[RUNNING], if_token=token, footprint=footprint,
+                            reason=note)
+            log.info("course %s r%s %s%s done", run["course_fk"], run["revision"], stage.name,
+                     f" [{run['part']}]" if run["part"] else "")
             return DONE
         book.transition(run_id, FAILED, expect=[RUNNING], if_token=token, reason=reason[:500],
                         footprint=footprint)
-        log.warning("course %s r%s %s failed: %s", run["course_fk"], run["revision"],
-                    stage.name, reason)
+        log.warning("course %s r%s %s%s failed: %s", run["course_fk"], run["revision"],
+                    stage.name, f" [{run['part']}]" if run["part"] else "", reason)
         return FAILED
+
+
+def _split(book: CourseBook, run: dict[str, Any], token: str, stage, ctx: StageContext,
+           seconds: float) -> str:
+    """First pass of a fan-out stage: name the parts and hand them to the queue."""
+    try:
+        with deadline(seconds):
+            parts = list(stage.split(ctx))
+    except Exception as exc:
+        _log_failure(ctx, stage.name, traceback.format_exc())
+        book.transition(run["id"], FAILED, expect=[RUNNING], if_token=token,
+                        reason=f"split: {type(exc).__name__}: {exc}"[:500])
+        return FAILED
+    if not parts:
+        merge = stage.merge or (lambda _ctx: None)
+        merge(ctx)
+        book.transition(run["id"], DONE, expect=[RUNNING], if_token=token, reason="no parts")
+        return DONE
+    if len(set(parts)) != len(parts):
+        book.transition(run["id"], FAILED, expect=[RUNNING], if_token=token,
+                        reason="split named a part twice")
+        return FAILED
+    book.split(run, token, parts)
+    log.info("course %s r%s %s split into %d part(s)", run["course_fk"], run["revision"],
+             stage.name, len(parts))
+    return "split"
