@@ -129,20 +129,31 @@ def serve(
 
 @app.command()
 def echo(
-    peer: str = typer.Argument(..., help="AE@HOST:PORT of the peer, e.g. ORTHANC@127.0.0.1:4242"),
+    peer: str = typer.Argument(..., help="AE@HOST:PORT (e.g. ORTHANC@127.0.0.1:4242) or a "
+                               "remote/destination name from the config"),
     config: Optional[Path] = ConfigOption,
     calling_ae: Optional[str] = typer.Option(None, "--calling-ae",
                                              help="Our AE title for this call (default dicom.ae_title)."),
     timeout: float = typer.Option(10.0, help="Seconds before giving up."),
 ) -> None:
-    """Send a C-ECHO and say whether the peer answered."""
-    from rtnode.dicom.scu import AddressError, echo as c_echo, parse_peer
+    """Send a C-ECHO and say whether the peer answered (AE@HOST:PORT, or a remote's or
+    destination's name from the config)."""
+    from rtnode.dicom.scu import AddressError, Peer, echo as c_echo, parse_peer
 
-    try:
-        target = parse_peer(peer)
-    except AddressError as exc:
-        raise fail(str(exc)) from None
-    calling = calling_ae or get_config(config).dicom.ae_title
+    cfg = get_config(config)
+    named = {**cfg.destinations, **cfg.remotes}
+    if "@" not in peer and peer in named:
+        target = Peer(named[peer].ae_title, named[peer].host, named[peer].port)
+    else:
+        try:
+            target = parse_peer(peer)
+        except AddressError as exc:
+            if "@" not in peer:
+                raise fail(f"{peer!r} is neither AE@HOST:PORT nor a remote or destination in "
+                           f"the config ({', '.join(sorted(named)) or 'none configured'})"
+                           ) from None
+            raise fail(str(exc)) from None
+    calling = calling_ae or cfg.dicom.ae_title
     result = c_echo(target, calling_ae=calling, timeout=timeout)
     if not result.ok:
         raise fail(result.detail, 1)
@@ -567,6 +578,184 @@ def demo(
         if f.is_file():
             out.print(f"  {f.relative_to(folder)}  ({f.stat().st_size} bytes)")
     if course["state"] != "done":
+        raise typer.Exit(1)
+
+
+# -- cohorts -----------------------------------------------------------------------------------
+
+@app.command()
+def retrieve(
+    source: Optional[str] = typer.Option(None, "--from", help="Remote name (config remotes:)."),
+    patient_id: Optional[list[str]] = typer.Option(None, "--patient-id",
+                                                   help="A PatientID; repeat for several."),
+    patients: Optional[Path] = typer.Option(None, "--patients", help="File of PatientIDs: one "
+                                            "per line, or a CSV with a PatientID column."),
+    study_date: Optional[str] = typer.Option(None, "--study-date",
+                                             help="YYYYMMDD-YYYYMMDD (either side open)."),
+    modalities: str = typer.Option("CT,RTSTRUCT,RTPLAN,RTDOSE", "--modalities",
+                                   help="Series modalities to move."),
+    study_uid: Optional[str] = typer.Option(None, "--study-uid", help="One study."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what C-FIND found and what "
+                                 "would be moved; move nothing."),
+    window: Optional[str] = typer.Option(None, "--window", help="Off-peak window HH:MM-HH:MM "
+                                         "(e.g. 22:00-06:00); moves pause outside it."),
+    resume: Optional[int] = typer.Option(None, "--resume", help="Finish job N (see "
+                                         "rtnode retrievals)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per event."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Retrieve a cohort from a PACS: C-FIND, then C-MOVE series by series to our AE title."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from rtnode.cohorts.retrieve import RetrievalError, Retriever
+    from rtnode.cohorts.selectors import (
+        SelectorError,
+        Selectors,
+        Window,
+        parse_modalities,
+        parse_study_date,
+        read_patients_file,
+    )
+    from rtnode.store.index import Index
+
+    cfg = get_config(config)
+    index = Index(cfg.storage_root / "index.sqlite", durable=cfg.storage.fsync)
+    try:
+        win = Window.parse(window) if window else None
+        if resume is not None:
+            rows = index.query("SELECT remote, selectors, state FROM retrievals WHERE id=?",
+                               (resume,))
+            if not rows:
+                raise fail(f"no retrieval job {resume} (see rtnode retrievals)")
+            if rows[0]["state"] == "done":
+                raise fail(f"job {resume} is already done")
+            source = rows[0]["remote"]
+            sel = Selectors(**json.loads(rows[0]["selectors"]))
+        else:
+            if not source:
+                raise fail("--from NAME is required (a remote from the config)")
+            ids = list(patient_id or []) + (read_patients_file(patients) if patients else [])
+            sel = Selectors(patient_ids=list(dict.fromkeys(ids)),
+                            study_date=parse_study_date(study_date) if study_date else None,
+                            study_uid=study_uid, modalities=parse_modalities(modalities))
+    except SelectorError as exc:
+        raise fail(str(exc)) from None
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   console=err, transient=False, disable=as_json)
+    tasks: dict[str, Any] = {}
+
+    def emit(event: dict[str, Any]) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+            return
+        kind = event["event"]
+        if kind == "job_start":
+            tasks["series"] = bar.add_task("series", total=event["series"])
+            tasks["instances"] = bar.add_task("instances", total=None)
+        elif kind in ("series_done", "series_failed"):
+            bar.advance(tasks["series"])
+            bar.advance(tasks["instances"], event["completed"])
+            if kind == "series_failed":
+                bar.console.print(f"[red]series {event['series_uid']} failed:[/] "
+                                  f"{event['error'] or 'sub-operations failed'}")
+        elif kind == "series_retry":
+            bar.console.print(f"retrying series {event['series_uid']} (attempt "
+                              f"{event['attempt']}): {event['error'] or 'partial move'}")
+        elif kind == "paused":
+            bar.console.print(f"outside the window {event['window']}: waiting")
+
+    try:
+        retriever = Retriever(cfg, index, source, emit)
+        if resume is not None:
+            job = resume
+        else:
+            found = retriever.find(sel)
+            if not found:
+                raise fail(f"C-FIND on {retriever.scu} found no {','.join(sel.modalities)} "
+                           f"series for {sel.describe()}", 1)
+            todo = [f for f in found if not f.complete_here]
+            if dry_run or not as_json:
+                report = [{"patient_id": f.patient_id, "study_uid": f.study_uid,
+                           "series_uid": f.series_uid, "modality": f.modality,
+                           "instances": f.expected, "here": f.have,
+                           "action": "skip (complete here)" if f.complete_here else "move"}
+                          for f in found]
+                if as_json:
+                    for row in report:
+                        emit({"event": "found", **row})
+                else:
+                    out.print(f"{len({f.patient_id for f in found})} patient(s), "
+                              f"{len({f.study_uid for f in found})} stud(ies), {len(found)} "
+                              f"series, {sum(f.expected or 0 for f in found)} instances; "
+                              f"{len(todo)} series to move")
+                    print_table(report, ["patient_id", "modality", "instances", "here",
+                                         "action", "series_uid"], "found")
+            if dry_run:
+                return
+            job = retriever.create_job(sel, found)
+            if not as_json:
+                out.print(f"retrieval job {job} (resume with: rtnode retrieve --resume {job})")
+        with bar:
+            summary = retriever.run(job, win)
+    except RetrievalError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        index.close()
+    if not as_json:
+        out.print(f"job {job} {summary['state']}: {summary['done']} series moved, "
+                  f"{summary['skipped']} already here, {summary['failed']} failed; "
+                  f"{summary['instances']} instances")
+    if summary["state"] != "done":
+        raise typer.Exit(1)
+
+
+@app.command()
+def retrievals(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Retrieval jobs and how far each got."""
+    from rtnode.cohorts.retrieve import list_jobs
+
+    index = _open_index(get_config(config))
+    rows = [] if index is None else list_jobs(index)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        r["series_done"] = f"{r['series']['done'] + r['series']['skipped']}/" \
+                           f"{sum(r['series'].values())}"
+    print_table(rows, ["id", "remote", "state", "series_done", "completed", "failed",
+                       "created_at", "finished_at"], "retrievals")
+
+
+@app.command("import")
+def import_files(
+    path: Path = typer.Argument(..., exists=True, help="A DICOM file or a folder of them."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders."),
+    cohort: bool = typer.Option(False, "--cohort", help="Research cohort: its courses run at "
+                                "cohort priority (default: like clinical arrivals)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """File DICOM files from disk exactly like received instances (checks, dedupe, index)."""
+    from rich.progress import Progress
+
+    from rtnode.cohorts.importer import dicom_candidates, import_path
+    from rtnode.store.archive import Archive
+
+    cfg = get_config(config)
+    archive = Archive.from_config(cfg)
+    total = sum(1 for _ in dicom_candidates(path, recursive))
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(f"importing {path}", total=total)
+            counts = import_path(archive, path, recursive=recursive, cohort=cohort,
+                                 progress=lambda _p, _k: progress.advance(task))
+    finally:
+        archive.close()
+    out.print(f"{counts['received']} new, {counts['duplicate']} already here, "
+              f"{counts['replaced']} replaced, {counts['rejected']} refused, "
+              f"{counts['not_dicom']} not DICOM (skipped)")
+    if counts["rejected"]:
         raise typer.Exit(1)
 
 

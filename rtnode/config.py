@@ -61,6 +61,27 @@ class DicomConfig(Section):
         return [_check_ae(x) for x in v]
 
 
+class PeerConfig(Section):
+    """Another DICOM node: where to reach it."""
+
+    ae_title: str = Field(..., description="its AE title")
+    host: str = Field(..., description="host name or address")
+    port: int = Field(104, ge=1, le=65535, description="its DICOM port")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, v: str) -> str:
+        return _check_ae(v)
+
+
+class RemoteConfig(PeerConfig):
+    """A PACS we query and retrieve cohorts from (C-FIND / C-MOVE)."""
+
+    max_parallel_moves: int = Field(2, ge=1, description="C-MOVEs running at once against it")
+    query_model: Literal["study", "patient"] = Field(
+        "study", description="C-FIND/C-MOVE information model: study root or patient root")
+
+
 class StorageConfig(Section):
     """Where received instances, the index and course outputs live."""
 
@@ -129,6 +150,10 @@ class Config(Section):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     dvh: DVHConfig = Field(default_factory=DVHConfig)
+    destinations: dict[str, PeerConfig] = Field(
+        default_factory=dict, description="where results are sent (C-STORE), by name")
+    remotes: dict[str, RemoteConfig] = Field(
+        default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     _source: Path | None = PrivateAttr(None)

@@ -69,10 +69,14 @@ class StorageSCP:
 
     def _on_store(self, event: evt.Event) -> Dataset:
         assoc = event.assoc
+        # A C-STORE sub-operation of a C-MOVE we asked for names us as its move originator:
+        # that instance was retrieved for a cohort, not sent to us for clinical work.
+        originator = str(event.request.MoveOriginatorApplicationEntityTitle or "").strip()
+        origin = "retrieved" if originator == self.config.ae_title else "received"
         outcome = self.archive.file_instance(
             event.file_meta, event.request.DataSet.getvalue(),
             calling_ae=assoc.requestor.ae_title, called_ae=assoc.acceptor.ae_title,
-            expected_sop_uid=str(event.request.AffectedSOPInstanceUID or ""))
+            origin=origin, expected_sop_uid=str(event.request.AffectedSOPInstanceUID or ""))
         if outcome.ok:
             with self._count_lock:
                 self.stored += 1

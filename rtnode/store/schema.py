@@ -144,6 +144,38 @@ MIGRATIONS: list[str] = [
         value  TEXT NOT NULL
     );
     """,
+    # 3: cohort retrieval jobs, one row per series to move
+    """
+    CREATE TABLE retrievals (
+        id           INTEGER PRIMARY KEY,
+        remote       TEXT NOT NULL,
+        selectors    TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        error        TEXT NOT NULL DEFAULT '',
+        pid          INTEGER,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        finished_at  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE retrieval_series (
+        job_fk       INTEGER NOT NULL REFERENCES retrievals(id),
+        patient_id   TEXT NOT NULL,
+        study_uid    TEXT NOT NULL,
+        series_uid   TEXT NOT NULL,
+        modality     TEXT NOT NULL DEFAULT '',
+        expected     INTEGER,
+        state        TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        moves        INTEGER NOT NULL DEFAULT 0,
+        completed    INTEGER NOT NULL DEFAULT 0,
+        failed       INTEGER NOT NULL DEFAULT 0,
+        warning      INTEGER NOT NULL DEFAULT 0,
+        error        TEXT NOT NULL DEFAULT '',
+        started_at   TEXT NOT NULL DEFAULT '',
+        finished_at  TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (job_fk, series_uid)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
