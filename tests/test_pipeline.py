@@ -7,12 +7,14 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from peers import store_responses, storescu
+from peers import RTNODE, store_responses, storescu
 from test_courses import settled, stage, write_course
 from rtnode.phantom import Patient
 
@@ -199,3 +201,41 @@ def test_fan_out_parts_run_in_parallel_and_a_stuck_part_fails_alone(test_node, t
         "parts of one course did not run in parallel"
     # the merge came after every part had finished
     assert parent["finished_at"] >= max(p["finished_at"] for p in parts)
+
+
+def test_redis_backend_lets_a_worker_on_another_host_take_tasks(node_factory, tmp_path):
+    """Scale-out: Huey on Redis; a second `rtnode worker` (standing in for another host that
+    shares storage/) takes part of one course's fan-out."""
+    from peers import free_port, require
+
+    port = free_port()
+    redis = subprocess.Popen([require("redis-server"), "--port", str(port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("rules:\n  - {name: fan, stages: [fan]}\n")
+    try:
+        node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "1.5"},
+                            stages={"plugins": ["stage_plugins"],
+                                    "timeouts": {"fan": 6}},
+                            queue={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"},
+                            workers={"cpu_workers": 1}, courses={"rules_dir": str(rules)})
+        extra = subprocess.Popen([*RTNODE, "worker", "--queue", "cpu", "--workers", "1",
+                                  "--config", str(node.config)], env=node.env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            send_ct_courses(node, tmp_path, "FANSCU", 1)
+            c = node.wait_courses(settled, timeout=120)[0]
+            db = sqlite3.connect(node.storage / "index.sqlite")
+            pids = {pid for (pid,) in db.execute(
+                "SELECT worker_pid FROM stage_runs WHERE part IN ('roi1','roi2','roi3')")}
+            db.close()
+            assert len(pids) == 2, "both the node's worker and the extra worker took parts"
+            assert all(s["state"] == "done" for s in c["stages"] if s["part"] != "stuck")
+        finally:
+            extra.send_signal(signal.SIGINT)
+            extra.wait(30)
+    finally:
+        redis.terminate()
+        redis.wait(10)
