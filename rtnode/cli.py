@@ -434,6 +434,56 @@ def cancel(course_id: int = typer.Argument(..., help="Course id."),
     out.print(f"course {course_id} cancelled ({n} waiting stage run(s) dropped)")
 
 
+@app.command("send")
+def send_course_cli(
+    course_id: int = typer.Argument(..., help="Course id."),
+    to: Optional[str] = typer.Option(None, "--to", help="Destination name (default: the "
+                                     "course's rule, else the sender's destination)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """C-STORE a course's auto-contoured RTSTRUCT now, e.g. after the PACS was down."""
+    from rtnode.courses.book import DONE, FAILED, SKIPPED
+    from rtnode.stages.runner import course_dir
+    from rtnode.stages.send import RTSTRUCT_AUTO, SendFailed, destinations_for, send_to
+
+    cfg = get_config(config)
+    book = _book(cfg)
+    row = book.course(course_id)
+    if row is None:
+        raise fail(f"no course {course_id}")
+    runs = {r["stage"]: r for r in book.runs(course_id) if not r["part"]}
+    made = runs.get("rtstruct")
+    if made is None or made["state"] not in (DONE, SKIPPED):
+        raise fail(f"course {course_id} has no auto-contoured RTSTRUCT yet")
+    rtstruct = course_dir(cfg.storage_root, course_id,
+                          made["reused_revision"] or made["revision"]) / RTSTRUCT_AUTO
+    if not rtstruct.exists():
+        raise fail(f"course {course_id}: {rtstruct} does not exist")
+    latest = book.latest_revision(course_id)
+    try:
+        names = [to] if to else destinations_for(cfg, json.loads(latest["plan"]),
+                                                 row["calling_ae"])
+        if to and to not in cfg.destinations:
+            raise ValueError(f"--to {to!r}: not in the config's destinations "
+                             f"({', '.join(sorted(cfg.destinations)) or 'none'})")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if not names:
+        raise fail(f"no destination for course {course_id}: give --to NAME")
+    try:
+        reports = send_to(cfg, [rtstruct], names)
+    except SendFailed as exc:
+        raise fail(f"send failed: {exc}", 1) from None
+    for r in reports:
+        out.print(f"[green]sent[/] {rtstruct.name} to {r['destination']} "
+                  f"({len(r['attempts'])} attempt(s))")
+    send_run = runs.get("send")
+    if to is None and send_run is not None and send_run["state"] in (FAILED, SKIPPED):
+        book.transition(send_run["id"], DONE, expect=[FAILED, SKIPPED],
+                        reason="sent by rtnode send")
+        book.set_state(course_id, "running")  # the scheduler settles it to done/failed
+
+
 def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
     if queue not in (None, "gpu", "cpu"):
         raise fail(f"queue must be gpu or cpu, not {queue!r}")
@@ -464,13 +514,14 @@ def list_stages(config: Optional[Path] = ConfigOption, as_json: bool = JsonOptio
 
     cfg = get_config(config)
     rows = [{"name": s.name, "queue": s.queue, "needs": list(s.needs), "after": list(s.after),
+             "uses": list(s.uses),
              "writes": list(s.writes), "timeout_s": stage_timeout(s, cfg),
              "description": s.description}
             for s in load_stages(cfg.stages.plugins).values()]
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["name", "queue", "needs", "after", "writes", "timeout_s",
+        print_table(rows, ["name", "queue", "needs", "after", "uses", "writes", "timeout_s",
                            "description"], "stages")
 
 
@@ -515,8 +566,8 @@ def config_show(config: Optional[Path] = ConfigOption) -> None:
 def worker(
     queue: str = typer.Option(..., "--queue", "-q", help="gpu or cpu."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
-                                          help="Process workers (default: the cpu budget, or "
-                                               "queue.gpu_workers for gpu)."),
+                                          help="Process workers (default: the cpu budget; 1 for "
+                                               "gpu, one consumer per GPU with RTNODE_DEVICE)."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Run one queue's consumer alone (scale-out: another host sharing storage and Redis)."""
@@ -531,8 +582,7 @@ def worker(
     if path is None:
         raise fail("rtnode worker needs a config file (--config or $RTNODE_CONFIG) so that "
                    "it finds the node's storage and queues")
-    n = workers or (cfg.workers.cpu_budget() if queue == "cpu" else
-                    max(1, cfg.queue.gpu_workers))
+    n = workers or (cfg.workers.cpu_budget() if queue == "cpu" else 1)
     setup_logging(cfg.logging.level, cfg.log_file)
     run_consumer(path.resolve(), queue, n)
 
@@ -762,8 +812,16 @@ def import_files(
 # -- engines usable without a running node ---------------------------------------------------
 
 from rtnode.dvh.cli import dvh_command  # noqa: E402
+from rtnode.export import export_command  # noqa: E402
+from rtnode.qc.cli import qc_command  # noqa: E402
+from rtnode.radiomics.cli import radiomics_command  # noqa: E402
+from rtnode.segmentation.cli import segment_command  # noqa: E402
 
 app.command("dvh")(dvh_command)
+app.command("segment")(segment_command)
+app.command("radiomics")(radiomics_command)
+app.command("qc")(qc_command)
+app.command("export")(export_command)
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m rtnode

@@ -14,20 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from rtnode.dvh.config import DVHConfig
+from rtnode.qc.config import QCConfig
+from rtnode.radiomics.config import RadiomicsConfig
+from rtnode.section import Section
+from rtnode.segmentation.config import SegmentationConfig
 from rtnode.yamlsource import KeyPath, YamlError, YamlSource, load_yaml
 
 ENV_PREFIX = "RTNODE_"
 CONFIG_ENV = "RTNODE_CONFIG"
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire minus '\'
-
-
-class Section(BaseModel):
-    """Unknown keys are errors: a misspelt key silently ignored is a setting silently lost."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _check_ae(value: str) -> str:
@@ -80,6 +78,13 @@ class RemoteConfig(PeerConfig):
     max_parallel_moves: int = Field(2, ge=1, description="C-MOVEs running at once against it")
     query_model: Literal["study", "patient"] = Field(
         "study", description="C-FIND/C-MOVE information model: study root or patient root")
+
+
+class SendConfig(Section):
+    """Sending results (C-STORE) to destinations."""
+
+    retries: int = Field(3, ge=0, description="retries after a failed or transient attempt")
+    backoff_seconds: float = Field(5.0, ge=0, description="first wait; doubles each retry")
 
 
 class StorageConfig(Section):
@@ -150,8 +155,12 @@ class Config(Section):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     dvh: DVHConfig = Field(default_factory=DVHConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
+    qc: QCConfig = Field(default_factory=QCConfig)
     destinations: dict[str, PeerConfig] = Field(
         default_factory=dict, description="where results are sent (C-STORE), by name")
+    send: SendConfig = Field(default_factory=SendConfig)
     remotes: dict[str, RemoteConfig] = Field(
         default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -170,6 +179,12 @@ class Config(Section):
     def storage_root(self) -> Path:
         root = self.storage.root.expanduser()
         return (root if root.is_absolute() else self.base_dir / root).resolve()
+
+    def gpu_devices(self) -> list[str]:
+        """One entry per gpu-queue slot: the configured GPUs, padded with 'cpu' up to
+        queue.gpu_workers. Empty = no gpu queue; gpu stages then run in the cpu pool."""
+        gpus = [d for d in self.segmentation.devices if d != "cpu"]
+        return gpus + ["cpu"] * max(0, self.queue.gpu_workers - len(gpus))
 
     @property
     def rules_dir(self) -> Path:

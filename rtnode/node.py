@@ -100,9 +100,10 @@ class Node:
         log.info("storage: %s (fsync %s, min free %.1f GB), index schema v%d",
                  archive.root, "on" if c.storage.fsync else "OFF", c.storage.min_free_gb,
                  SCHEMA_VERSION)
-        log.info("cores: %d, cpu worker budget: %d (reserved %d), gpu workers: %d, "
+        log.info("cores: %d, cpu worker budget: %d (reserved %d), gpu slots: %s, "
                  "threads per worker: %d, queue backend: %s", cores, capacity["cpu"],
-                 c.workers.reserved_cores, capacity["gpu"], c.workers.threads_per_worker,
+                 c.workers.reserved_cores, ", ".join(c.gpu_devices()) or
+                 "none (gpu stages run in the cpu pool)", c.workers.threads_per_worker,
                  c.queue.backend)
 
     def _on_signal(self, signum: int, _frame) -> None:
@@ -124,11 +125,12 @@ class Node:
         rules = load_rules(self.config.rules_dir, registry)
         archive = Archive.from_config(self.config)
         archive.recover()
-        capacity = {"cpu": self.config.workers.cpu_budget(), "gpu": self.config.queue.gpu_workers}
+        devices = self.config.gpu_devices()
+        capacity = {"cpu": self.config.workers.cpu_budget(), "gpu": len(devices)}
         hueys = {q: make_huey(self.config, q) for q in QUEUES}
         scheduler = Scheduler(self.config, archive.index, hueys, capacity)
         scheduler.recover()
-        pool = WorkerPool(write_effective_config(self.config), capacity,
+        pool = WorkerPool(write_effective_config(self.config), capacity["cpu"], devices,
                           self.config.workers.threads_per_worker)
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install rtnode on a fresh Debian/Ubuntu machine:
 #   - the DICOM peers rtnode works with and is tested against (DCMTK, Orthanc, dicom3tools' dciodvfy,
-#     Redis for scale-out), from the distribution's packages;
+#     Redis for scale-out) and Chromium (QC report rendering tests), from the distribution;
 #   - a virtual environment in .venv with rtnode and its test tools.
 #
 #   scripts/setup.sh          core install (no segmentation models)
@@ -19,7 +19,8 @@ for arg in "$@"; do
   esac
 done
 
-APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server)
+# chromium: the tests render QC reports headless and look at the screenshot
+APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -18,9 +18,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from peers import free_port, require
+from peers import dcmtk_env, free_port, require
 
 from rtnode.dicom.scu import Peer
 
@@ -42,26 +42,31 @@ class OrthancProcess:
         self.http_port = free_port()
         self.config_path = self.folder / "orthanc.json"
         self.log_path = self.folder / "orthanc.log"
+        self.modalities = modalities or {}
+        self.options = options
+        self.proc: subprocess.Popen | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The JSON configuration, built at start so that modalities may be set until then."""
         config = {
             "Name": f"rtnode-test-{self.dicom_port}",
             "StorageDirectory": str(self.folder / "storage"),
             "IndexDirectory": str(self.folder / "index"),
-            "DicomAet": aet,
+            "DicomAet": self.aet,
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomAlwaysAllowStore": True,
             "DicomCheckCalledAet": False,
-            "DicomModalities": modalities or {},
+            "DicomModalities": self.modalities,
             "Plugins": [],
             "HttpsCACertificates": "",
             "SaveJobs": False,
             "StableAge": 1,
         }
-        config.update(options)
-        self.config_path.write_text(json.dumps(config, indent=2))
-        self.proc: subprocess.Popen | None = None
+        config.update(self.options)
+        return config
 
     @property
     def peer(self) -> Peer:
@@ -72,6 +77,7 @@ class OrthancProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 30.0) -> "OrthancProcess":
+        self.config_path.write_text(json.dumps(self.config(), indent=2))
         binary = ORTHANC if Path(ORTHANC).exists() else require("Orthanc")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([binary, str(self.config_path)], stdout=self._log,
@@ -120,6 +126,18 @@ class OrthancProcess:
 
     def sop_instance_uids(self) -> set[str]:
         return {self.instance_tags(i)["SOPInstanceUID"] for i in self.instances()}
+
+    def instance_count(self) -> int:
+        return int(self.get("/statistics")["CountInstances"])
+
+    def upload(self, files: Iterable[Path]) -> None:
+        """Fill the PACS the way a TPS would: C-STORE with storescu."""
+        files = list(files)
+        r = subprocess.run([require("storescu"), "-aec", self.aet, "127.0.0.1",
+                            str(self.dicom_port), *map(str, files)], capture_output=True,
+                           text=True, env=dcmtk_env(), timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert self.instance_count() >= len(files)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM by PID, SIGKILL if it does not stop in time."""

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from pacs import Orthanc
+from orthanc import OrthancProcess
 from peers import RTNODE, free_port, store_responses, storescu
 from rtnode.phantom import Patient
 from test_courses import settled, stage, write_course
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.network
 @pytest.fixture
 def pacs_and_node(node_factory, tmp_path):
     """Orthanc holding three courses of two patients, and a node that knows it as PACS."""
-    orthanc = Orthanc(tmp_path / "orthanc")
+    orthanc = OrthancProcess(tmp_path / "orthanc")
     made = {}
     p1 = Patient(patient_id="COH1", patient_name="Cohort^One")
     made["a"] = write_course(tmp_path / "a", p1)
@@ -35,11 +35,13 @@ def pacs_and_node(node_factory, tmp_path):
     made["c"] = write_course(tmp_path / "c", Patient(patient_id="COH2", study_date="20240101"))
 
     def make(max_parallel_moves: int = 2, **sections):
-        node = node_factory(remotes={"PACS": {"ae_title": orthanc.ae_title, "host": "127.0.0.1",
-                                              "port": orthanc.port,
+        node = node_factory(remotes={"PACS": {"ae_title": orthanc.aet, "host": "127.0.0.1",
+                                              "port": orthanc.dicom_port,
                                               "max_parallel_moves": max_parallel_moves}},
                             **sections)
-        orthanc.modalities = {"rtnode": (node.ae_title, node.port)}
+        orthanc.modalities = {"rtnode": {"AET": node.ae_title, "Host": "127.0.0.1",
+                                         "Port": node.port, "AllowFind": True,
+                                         "AllowMove": True, "AllowStore": True}}
         orthanc.start()
         orthanc.upload([f for course in made.values() for group in course.values()
                         for f in group])

@@ -156,7 +156,7 @@ class Detector:
         plan = {**rule.model_dump(), "dose": draft.dose_plan()}
         previous = self.book.runs(course_id) if latest else []
         runs = plan_runs(rule.stages, self.registry, plan, draft.members, previous,
-                         self.config.queue.gpu_workers)
+                         len(self.config.gpu_devices()))
         revision = self.book.create_revision(
             course_id, members, verdict.as_json(), plan, runs,
             priority=TAG_BAND.get(draft.tag, 0), size=len(draft.members))

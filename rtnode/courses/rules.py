@@ -16,7 +16,7 @@ from typing import Iterable, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rtnode.config import Section
+from rtnode.section import Section
 from rtnode.yamlsource import YamlError, load_yaml
 
 
@@ -47,7 +47,9 @@ class RuleMatch(Section):
 class Rule(Section):
     name: str
     match: RuleMatch = Field(default_factory=RuleMatch)
-    stages: list[str] = Field(default_factory=lambda: ["manifest", "dvh"])
+    stages: list[str] = Field(
+        default_factory=lambda: ["manifest", "segment", "rtstruct", "send", "dvh", "radiomics",
+                                 "qc"])
     models: list[str] = Field(default_factory=lambda: ["builtin:body"])
     destinations: list[str] = Field(default_factory=list)
     priority: Literal["clinical", "cohort"] | None = None

@@ -5,22 +5,13 @@ Entry points: ``compute_dvhs`` (datasets), ``dvh_for_folder`` (a course folder) 
 ``write_course_outputs`` (the stage's files). Conventions are in docs/DVH.md.
 """
 
-import importlib
-from typing import Any
+from rtnode.lazy import lazy_exports
 
-# Lazy: ``rtnode.config`` imports DVHConfig from here, and must not pull numpy/pandas/matplotlib
-# into every process (worker processes cap their BLAS threads before numpy is first imported).
 _EXPORTS = {
     "DVHResults": "compute", "compute_dvhs": "compute", "dvh_for_folder": "compute",
     "merge_results": "compute", "DVHConfig": "config", "RoiDVH": "engine",
     "DVHInputError": "errors", "CumulativeDVH": "histogram",
     "write_course_outputs": "outputs",
 }
-
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"rtnode.dvh.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'rtnode.dvh' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,7 +4,8 @@ Runs wait as 'pending' in the index, not in Huey: a queue gets only as many task
 workers, so the next free worker always takes the run that matters most right now. Order:
 priority band (clinical 1, cohort 0, plus one band per ``courses.aging_seconds`` waited, so nothing
 starves), then smaller courses first, then first come. A run is ready when the stages it comes
-after are done (or reused); when one of them failed or was skipped, it is skipped with that reason.
+after are done (or reused) and the stages it merely uses have finished; when a stage it needs
+failed or was skipped, it is skipped with that reason.
 Runs whose worker died go back to pending; a run far past its timeout has its worker killed.
 """
 
@@ -32,6 +33,7 @@ from rtnode.courses.book import (
 )
 from rtnode.node_info import HOST, pid_alive
 from rtnode.stages.base import REGISTRY, stage_timeout
+from rtnode.stages.plan import decode_after
 from rtnode.store.index import Index, utc_now
 
 log = logging.getLogger("rtnode.scheduler")
@@ -119,7 +121,7 @@ class Scheduler:
         """Skip pending runs whose upstream failed or was skipped for lack of input."""
         for run in self._rows("SELECT * FROM stage_runs WHERE state=? AND after != '[]'",
                               (PENDING,)):
-            after = json.loads(run["after"])
+            after, _ = decode_after(json.loads(run["after"]))
             ups = {r["stage"]: r for r in self._rows(
                 "SELECT stage, state, reason, reused_revision FROM stage_runs"
                 " WHERE course_fk=? AND revision=? AND part=''",
@@ -150,12 +152,15 @@ class Scheduler:
         for run in rows:
             if not run["part"] and self._parts_unfinished(run):
                 continue  # a split parent merges only once every part has finished
-            after = json.loads(run["after"])
-            if after:
+            required, optional = decode_after(json.loads(run["after"]))
+            if required or optional:
                 ups = {r["stage"]: r for r in self._rows(
                     "SELECT stage, state, reused_revision FROM stage_runs WHERE course_fk=?"
                     " AND revision=? AND part=''", (run["course_fk"], run["revision"]))}
-                if not all(a not in ups or _finished(ups[a]) for a in after):
+                if not all(a not in ups or _finished(ups[a]) for a in required):
+                    continue
+                if any(a in ups and ups[a]["state"] in (PENDING, QUEUED, RUNNING)
+                       for a in optional):
                     continue
             ready.append(run)
             if len(ready) >= limit:

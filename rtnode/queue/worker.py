@@ -39,6 +39,15 @@ def die_with_parent() -> None:
         pass
 
 
+def allow_child_processes() -> None:
+    """Huey starts its process workers as daemons, and multiprocessing refuses children to a
+    daemon; stages such as TotalSegmentator start processes of their own. Each worker is
+    stopped by its consumer and dies with it (PR_SET_PDEATHSIG), so nothing relies on the flag."""
+    import multiprocessing
+
+    multiprocessing.current_process()._config["daemon"] = False
+
+
 def cap_threads(threads: int, environ: dict | None = None) -> dict:
     env = os.environ if environ is None else environ
     for name in THREAD_VARIABLES:
@@ -60,6 +69,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     huey = make_huey(config, queue)
     # every process Huey forks (workers and its scheduler) dies with this consumer
     os.register_at_fork(after_in_child=die_with_parent)
+    huey.on_startup()(allow_child_processes)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
                                     initial_delay=0.05, backoff=1.2, max_delay=0.5,
                                     check_worker_health=True, health_check_interval=2)
@@ -72,6 +82,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
 class WorkerProcess:
     queue: str
     workers: int
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -85,19 +96,25 @@ class WorkerProcess:
 class WorkerPool:
     """The node's own consumers as child processes, restarted (with back-off) if they die."""
 
-    def __init__(self, config_path: Path, capacity: dict[str, int], threads: int):
+    def __init__(self, config_path: Path, cpu_workers: int, gpu_devices: list[str],
+                 threads: int):
+        """One cpu consumer with cpu_workers processes, and one single-worker gpu consumer per
+        gpu slot, told its device through RTNODE_DEVICE."""
         self.config_path = config_path
         self.threads = threads
-        self.children = [WorkerProcess(q, n) for q, n in capacity.items() if n > 0]
+        self.children = [WorkerProcess("cpu", cpu_workers)] + [
+            WorkerProcess("gpu", 1, {"RTNODE_DEVICE": device}) for device in gpu_devices]
 
     def _spawn(self, w: WorkerProcess) -> None:
         env = cap_threads(self.threads, dict(os.environ))
         env["RTNODE_CONFIG"] = str(self.config_path)
+        env.update(w.env)
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "rtnode", "worker", "--queue", w.queue, "--workers",
              str(w.workers), "--config", str(self.config_path)], env=env)
         w.started.append(time.monotonic())
-        log.info("started %s worker process %d (%d worker(s))", w.queue, w.proc.pid, w.workers)
+        log.info("started %s worker process %d (%d worker(s)%s)", w.queue, w.proc.pid, w.workers,
+                 f", device {w.env['RTNODE_DEVICE']}" if "RTNODE_DEVICE" in w.env else "")
 
     def start(self) -> None:
         for w in self.children:
@@ -120,7 +137,8 @@ class WorkerPool:
                 self._spawn(w)
 
     def describe(self) -> list[dict]:
-        return [{"queue": w.queue, "pid": w.pid, "workers": w.workers} for w in self.children]
+        return [{"queue": w.queue, "pid": w.pid, "workers": w.workers,
+                 "device": w.env.get("RTNODE_DEVICE")} for w in self.children]
 
     def stop(self) -> None:
         """SIGINT: Huey finishes running tasks; whoever is still there after the grace period

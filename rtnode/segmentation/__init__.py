@@ -1,24 +1,13 @@
 """Auto-segmentation backends behind one interface, and the model registry that keeps them warm."""
 
-from rtnode.segmentation.base import (
-    ModelWeightsMissing,
-    SegmentationError,
-    SegmentationResult,
-    Segmenter,
-)
-from rtnode.segmentation.config import SegmentationConfig
-from rtnode.segmentation.ct import CTSeriesError, load_ct, read_ct_folder
-from rtnode.segmentation.registry import (
-    ModelSpecError,
-    clear_cache,
-    get_segmenter,
-    loaded_models,
-    parse_spec,
-    segment,
-)
+from rtnode.lazy import lazy_exports
 
-__all__ = [
-    "CTSeriesError", "ModelSpecError", "ModelWeightsMissing", "SegmentationConfig",
-    "SegmentationError", "SegmentationResult", "Segmenter", "clear_cache", "get_segmenter",
-    "load_ct", "loaded_models", "parse_spec", "read_ct_folder", "segment",
-]
+_EXPORTS = {
+    "ModelWeightsMissing": "base", "SegmentationError": "base", "SegmentationResult": "base",
+    "Segmenter": "base", "SegmentationConfig": "config", "CTSeriesError": "ct",
+    "load_ct": "ct", "read_ct_folder": "ct", "ModelSpecError": "registry",
+    "clear_cache": "registry", "get_segmenter": "registry", "loaded_models": "registry",
+    "parse_spec": "registry", "segment": "registry",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 
 
@@ -62,6 +61,8 @@ def segment_command(
         raise typer.Exit(code=2) from None
     result = outputs.result
     assert result is not None
+    import numpy as np
+
     counts = np.bincount(result.labels.ravel(), minlength=max(result.names, default=0) + 1)
     for value, name in sorted(result.names.items()):
         typer.echo(f"{name:<32} {int(counts[value]):>10} voxels  {outputs.masks[name]}")

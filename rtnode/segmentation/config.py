@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from rtnode.config import Section
+from rtnode.section import Section
 
 
 class SegmentationConfig(Section):

@@ -59,30 +59,58 @@ def segment_series(source: Path | str | Iterable[Path | str] | Sequence[Dataset]
     image, datasets = load_ct(source)
     start = time.monotonic()
     result = segment(image, spec, config, device)
-    seconds = time.monotonic() - start
+    outputs = save_segmentation(result, image, spec, Path(out_dir) / "seg")
+    outputs.seconds = time.monotonic() - start
+    rs = rtstruct_from_segmentations([outputs.label_map], datasets, config)
+    outputs.rtstruct = save_rtstruct(rs, Path(out_dir) / RTSTRUCT_NAME)
+    return outputs
+
+
+def save_segmentation(result: SegmentationResult, image: sitk.Image, spec: str,
+                      seg_dir: Path) -> SegmentationOutputs:
+    """Write a model's labels on the CT grid: labels.nii.gz, one <ROI>.nii.gz per ROI, and
+    labels.json (model, value → name, colour, interpreted type) for the RTSTRUCT step."""
     if result.labels.shape != sitk.GetArrayViewFromImage(image).shape:
         raise RuntimeError(f"{spec} returned labels shaped {result.labels.shape} for a CT "
                            f"shaped {sitk.GetArrayViewFromImage(image).shape}")
-    out_dir = Path(out_dir)
-    seg_dir = out_dir / "seg"
     seg_dir.mkdir(parents=True, exist_ok=True)
     labels_path = seg_dir / LABELS_NAME
     dtype = np.uint8 if max(result.names, default=0) < 256 else np.uint16
     sitk.WriteImage(_image_like(result.labels.astype(dtype), image), str(labels_path), True)
-    masks = result.masks()
     mask_paths = {}
-    for name, mask in masks.items():
+    for name, mask in result.masks().items():
         path = seg_dir / f"{safe_file_name(name)}.nii.gz"
         sitk.WriteImage(_image_like(mask.astype(np.uint8), image), str(path), True)
         mask_paths[name] = path
+    types = result.types_by_name()
     label_map = seg_dir / "labels.json"
     label_map.write_text(json.dumps({
         "model": spec,
-        "labels": {str(v): {"name": n, "color": list(result.colors.get(v, ())) or None}
+        "labels": {str(v): {"name": n, "color": list(result.colors.get(v, ())) or None,
+                            "interpreted_type": types.get(n)}
                    for v, n in sorted(result.names.items())}}, indent=2))
-    rs = write_rtstruct(datasets, masks, colors=result.colors_by_name(),
-                        interpreted_types=result.types_by_name(), model=spec,
-                        min_island_voxels=config.min_island_voxels)
-    rtstruct = save_rtstruct(rs, out_dir / RTSTRUCT_NAME)
-    return SegmentationOutputs(rtstruct=rtstruct, labels=labels_path, masks=mask_paths,
-                               label_map=label_map, seconds=seconds, result=result)
+    return SegmentationOutputs(rtstruct=seg_dir.parent / RTSTRUCT_NAME, labels=labels_path,
+                               masks=mask_paths, label_map=label_map, result=result)
+
+
+def rtstruct_from_segmentations(label_maps: Sequence[Path], ct_datasets: Sequence[Dataset],
+                                config: SegmentationConfig) -> Dataset:
+    """One RTSTRUCT holding the ROIs of every saved segmentation (labels.json + labels.nii.gz
+    beside it); an ROI name found in several models keeps the last model's mask."""
+    masks: dict[str, np.ndarray] = {}
+    colors: dict[str, tuple[int, int, int]] = {}
+    types: dict[str, str] = {}
+    models = []
+    for label_map in label_maps:
+        info = json.loads(Path(label_map).read_text())
+        models.append(info["model"])
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(label_map).parent
+                                                           / LABELS_NAME)))
+        for value, entry in info["labels"].items():
+            masks[entry["name"]] = labels == int(value)
+            if entry.get("color"):
+                colors[entry["name"]] = tuple(entry["color"])
+            if entry.get("interpreted_type"):
+                types[entry["name"]] = entry["interpreted_type"]
+    return write_rtstruct(ct_datasets, masks, colors=colors, interpreted_types=types,
+                          model=", ".join(models), min_island_voxels=config.min_island_voxels)

@@ -49,7 +49,10 @@ class Stage:
     """A stage declaration.
 
     ``needs``: modalities the course must hold, else the stage is skipped with that reason.
-    ``after``: stages whose outputs it reads; it starts as soon as those are done for the course.
+    ``after``: stages whose outputs it needs; it starts as soon as those are done for the course,
+    and is skipped when one of them fails or is skipped.
+    ``uses``: stages whose outputs it reads when they exist (the dvh stage and the auto
+    RTSTRUCT); it waits for them to finish, whatever their outcome.
     ``inputs``: modalities whose instances decide whether a new revision must rerun it (None: all).
     ``split``: fan-out — returns part names (e.g. one per ROI); each part then runs ``run`` as a
     task of its own on the same queue (``ctx.part`` says which), and once every part has
@@ -62,12 +65,19 @@ class Stage:
     run: Callable[[StageContext], Any]
     needs: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     inputs: tuple[str, ...] | None = None
     writes: tuple[str, ...] = ()
     timeout: float | None = None
     description: str = ""
     split: Callable[[StageContext], list[str]] | None = None
     merge: Callable[[StageContext], Any] | None = None
+    timeout_setting: Callable[[Any], float] | None = None  # reads it from the config
+
+
+class StageSkipped(Exception):
+    """Raised by a stage that finds nothing to do (e.g. no destination to send to): the run
+    ends 'skipped' with this reason instead of 'failed'."""
 
 
 REGISTRY: dict[str, Stage] = {}
@@ -78,7 +88,9 @@ def register(stage: Stage) -> Stage:
     return stage
 
 
-BUILTIN_MODULES = ("rtnode.stages.manifest", "rtnode.stages.dvh")
+BUILTIN_MODULES = ("rtnode.stages.manifest", "rtnode.stages.segment", "rtnode.stages.rtstruct",
+                   "rtnode.stages.send", "rtnode.stages.dvh", "rtnode.stages.radiomics",
+                   "rtnode.stages.robustness", "rtnode.stages.qc")
 
 
 def load_stages(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, Stage]:
@@ -89,8 +101,12 @@ def load_stages(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, Stage]:
 
 
 def stage_timeout(stage: Stage, config: Any) -> float:
+    """stages.timeouts[name], else the stage's own config setting, else its declared
+    timeout, else stages.default_timeout."""
     if config is not None and stage.name in config.stages.timeouts:
         return float(config.stages.timeouts[stage.name])
+    if config is not None and stage.timeout_setting is not None:
+        return float(stage.timeout_setting(config))
     if stage.timeout is not None:
         return stage.timeout
     return float(config.stages.default_timeout) if config is not None else 1800.0

@@ -44,6 +44,6 @@ def compute_course_dvh(ctx: StageContext) -> None:
 
 STAGE = register(Stage(
     name="dvh", queue="cpu", run=compute_course_dvh, needs=("RTSTRUCT", "RTDOSE"),
-    after=("rtstruct",), inputs=("CT", "RTSTRUCT", "RTPLAN", "RTDOSE"),
+    uses=("rtstruct",), inputs=("CT", "RTSTRUCT", "RTPLAN", "RTDOSE"),
     writes=("dvh_metrics.csv", "dvh_curves.parquet", "dvh.png"), timeout=1800,
     description="DVH metrics and curves per ROI and source (manual, auto)"))

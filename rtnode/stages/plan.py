@@ -17,6 +17,19 @@ from rtnode.courses.grouping import Member
 from rtnode.stages.base import Stage
 
 
+OPTIONAL = "?"  # marks a `uses` entry in a run's `after` list
+
+
+def encode_after(required: tuple[str, ...], optional: tuple[str, ...]) -> tuple[str, ...]:
+    return (*required, *(OPTIONAL + name for name in optional))
+
+
+def decode_after(after: list[str]) -> tuple[list[str], list[str]]:
+    """(required, optional) upstream stage names of a run."""
+    return ([a for a in after if not a.startswith(OPTIONAL)],
+            [a[len(OPTIONAL):] for a in after if a.startswith(OPTIONAL)])
+
+
 def effective_queue(stage: Stage, gpu_workers: int) -> str:
     """gpu stages run on the gpu queue only when there are gpu workers; else in the cpu pool."""
     return "gpu" if stage.queue == "gpu" and gpu_workers > 0 else "cpu"
@@ -42,13 +55,15 @@ def plan_runs(stage_names: list[str], registry: dict[str, Stage], rule: dict[str
     for name in stage_names:
         stage = registry[name]
         queue = effective_queue(stage, gpu_workers)
-        after = tuple(a for a in stage.after if a in stage_names)
+        required = tuple(a for a in stage.after if a in stage_names)
+        optional = tuple(a for a in stage.uses if a in stage_names)
+        after = encode_after(required, optional)
         lacking = [n for n in stage.needs if n not in have]
         if lacking:
             runs.append(PlannedRun(name, queue, SKIPPED, f"course has no {', '.join(lacking)}",
                                    after))
             continue
-        fp = fingerprint(stage, rule, members, [fps.get(a, "") for a in after])
+        fp = fingerprint(stage, rule, members, [fps.get(a, "") for a in required + optional])
         fps[name] = fp
         old = prior.get(name)
         if old is not None and old["fingerprint"] == fp and (

@@ -9,22 +9,26 @@ logs/<stage>.log, the one-line reason to the index.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rtnode.config import Config, load_config
-from rtnode.courses.book import DONE, FAILED, QUEUED, RUNNING, CourseBook
+from rtnode.courses.book import DONE, FAILED, QUEUED, RUNNING, SKIPPED, CourseBook
 from rtnode.courses.grouping import Member
 from rtnode.node_info import HOST
-from rtnode.stages.base import REGISTRY, StageContext, load_stages, stage_timeout
+from rtnode.stages.base import (
+    REGISTRY,
+    StageContext,
+    StageSkipped,
+    load_stages,
+    stage_timeout,
+)
 from rtnode.store.index import Index
+from rtnode.timeouts import DeadlineExceeded, deadline
 
 log = logging.getLogger("rtnode.worker")
 
@@ -32,35 +36,11 @@ MEMORY_MARKERS = ("out of memory", "cannot allocate memory", "std::bad_alloc",
                   "unable to allocate")
 
 
-class StageTimeout(Exception):
-    pass
-
-
 def is_memory_error(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     text = f"{type(exc).__name__}: {exc}".lower()
     return "outofmemory" in text.replace(" ", "") or any(m in text for m in MEMORY_MARKERS)
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise StageTimeout in this thread after seconds (main thread only; elsewhere a no-op,
-    and the scheduler's watchdog is the backstop)."""
-    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
-        yield
-        return
-
-    def fire(signum, frame):
-        raise StageTimeout(f"timed out after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class WorkerState:
@@ -143,8 +123,13 @@ def execute(run_id: int, token: str) -> str:
         try:
             with deadline(seconds):
                 work(ctx)
-        except StageTimeout as exc:
+        except DeadlineExceeded as exc:
             reason = str(exc)
+        except StageSkipped as exc:
+            book.transition(run_id, SKIPPED, expect=[RUNNING], if_token=token, reason=str(exc))
+            log.info("course %s r%s %s skipped: %s", run["course_fk"], run["revision"],
+                     stage.name, exc)
+            return SKIPPED
         except Exception as exc:  # a stage failure is recorded, never raised into Huey
             if is_memory_error(exc) and footprint == "normal":
                 log.warning("run %s (%s): memory error, retrying with a smaller footprint: %s",

@@ -1,0 +1,1 @@
+"""Radiomics: pyradiomics per ROI on (image, mask), robustness to segmentation perturbations."""

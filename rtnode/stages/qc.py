@@ -1,0 +1,64 @@
+"""``qc``: the course's QC checks (pass/warn/fail with a reason each) in qc.json and a
+self-contained report.html (checks table, contour/dose overlays, DVH plot).
+
+Runs after dvh and rtstruct (it reads the auto-segmentation's RTSTRUCT when there is one) and
+takes the course detector's verdict, so what was missing when the course ran is on the report.
+"""
+
+from __future__ import annotations
+
+from rtnode.stages.base import Stage, StageContext, register
+
+AUTO_RTSTRUCT = "rtstruct_auto.dcm"
+
+
+def qc_config(ctx: StageContext):
+    from rtnode.qc.config import QCConfig
+
+    section = getattr(ctx.config, "qc", None) if ctx.config is not None else None
+    return section if isinstance(section, QCConfig) else QCConfig()
+
+
+def course_for_qc(ctx: StageContext):
+    import pydicom
+
+    from rtnode.qc.course import QCCourse
+    from rtnode.radiomics.images import IMAGE_MODALITIES
+
+    modality, images = "", []
+    for m in IMAGE_MODALITIES:
+        members = ctx.of(m)
+        if members:
+            by_series: dict[str, list] = {}
+            for member in members:
+                by_series.setdefault(member.series_uid, []).append(member)
+            modality = m
+            images = [pydicom.dcmread(ctx.path(x)) for x in max(by_series.values(), key=len)]
+            break
+    course = QCCourse(modality, images, verdict=dict(ctx.verdict or {}),
+                      ids={"course_id": ctx.course_id, "patient_id": ctx.patient_id,
+                           "revision": ctx.revision})
+    wanted = set(ctx.rule.get("dose", {}).get("rtdose") or [])
+    course.doses = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("RTDOSE")
+                    if not wanted or m.sop_instance_uid in wanted]
+    course.plans = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("RTPLAN")]
+    manual = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("RTSTRUCT")]
+    if manual:
+        course.structure_sets["manual"] = manual
+    auto = ctx.upstream.get("rtstruct")
+    if auto is not None and (auto / AUTO_RTSTRUCT).exists():
+        course.structure_sets["auto"] = [pydicom.dcmread(auto / AUTO_RTSTRUCT)]
+    return course
+
+
+def run_qc(ctx: StageContext) -> None:
+    from rtnode.qc.run import write_qc
+
+    write_qc(course_for_qc(ctx), ctx.out_dir, qc_config(ctx))
+
+
+STAGE = register(Stage(
+    name="qc", queue="cpu", run=run_qc, uses=("rtstruct", "dvh"),
+    writes=("qc.json", "report.html"), timeout=900,
+    description="QC checks (CT geometry, references, contours, dose, auto-segmentation, DVH vs "
+                "TPS, completeness): qc.json and report.html"))

@@ -1,0 +1,88 @@
+"""The radiomics (and qc) stages in a real node: storescu sends a phantom course, the stage
+fans out one cpu-queue task per ROI, and the index's timestamps show the parts running side by
+side; a ROI past its time limit fails alone while the others land in radiomics.csv."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from peers import store_responses, storescu
+from radiomics_phantoms import radiomics_course
+from test_courses import settled, stage
+
+pytestmark = pytest.mark.network
+
+RULES = """rules:
+  - {name: research, stages: [manifest, radiomics, qc]}
+"""
+
+
+def interval(s: dict) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(s["started_at"]), dt.datetime.fromisoformat(s["finished_at"])
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    (a0, a1), (b0, b1) = interval(a), interval(b)
+    return a0 < b1 and b0 < a1
+
+
+def test_per_roi_parts_run_in_parallel_and_a_slow_roi_times_out_alone(node_factory, tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "research.yaml").write_text(RULES)
+    node = node_factory(stages={"plugins": ["rtnode.stages.radiomics",
+                                            "rtnode.stages.qc"],
+                                "timeouts": {"radiomics": 6}},
+                        courses={"rules_dir": str(rules)}, workers={"cpu_workers": 2})
+    course = radiomics_course("RADIO1", slow_roi=True)  # "Huge" needs ~12 s alone
+    files = course.write(tmp_path / "course")
+    r = storescu(node.port, files)
+    assert store_responses(r.stdout) == ["Success"] * len(files)
+
+    c = node.wait_courses(settled, timeout=180)[0]
+    runs = {s["part"]: s for s in c["stages"] if s["stage"] == "radiomics"}
+    rois = ["manual:Huge", "manual:GTV", "manual:PTV", "manual:Lung_L", "manual:Lung_R"]
+    assert set(runs) == {"", *rois}  # BODY is skipped by name, not a task
+    assert all(runs[p]["queue"] == "cpu" for p in runs)
+    assert runs["manual:Huge"]["state"] == "failed"
+    assert runs["manual:Huge"]["reason"] == "timed out after 6 s"
+    fast = [runs[p] for p in rois if p != "manual:Huge"]
+    assert all(s["state"] == "done" for s in fast), fast
+    parts = [runs[p] for p in rois]
+    assert any(overlaps(a, b) for i, a in enumerate(parts) for b in parts[i + 1:]), \
+        "per-ROI tasks of one course did not run in parallel"
+    parent = runs[""]
+    assert parent["state"] == "done" and parent["reason"] == "1 of 5 part(s) failed"
+    assert parent["finished_at"] >= max(p["finished_at"] for p in parts)
+    assert stage(c, "manifest")["state"] == "done"
+    assert stage(c, "qc")["state"] == "done"
+
+    out = Path(c["output_dir"])
+    table = pd.read_csv(out / "radiomics.csv")
+    assert sorted(table["roi_name"]) == ["GTV", "Lung_L", "Lung_R", "PTV"]
+    assert set(table["source"]) == {"manual"}
+    assert set(table["patient_id"]) == {"RADIO1"} and set(table["course_id"]) == {c["id"]}
+    assert "original_shape_MeshVolume" in table and "original_glcm_Contrast" in table
+    gtv = table.set_index("roi_name").loc["GTV"]
+    # contours rasterised on a 2 x 2 x 2.5 mm grid, then resampled to 1 mm: a few % of volume
+    assert gtv["original_shape_MeshVolume"] == pytest.approx(4 / 3 * math.pi * 10**3, rel=0.05)
+    assert gtv["original_firstorder_Mean"] == pytest.approx(40.0, abs=1.0)  # insert HU
+    status = pd.read_csv(out / "radiomics_status.csv").set_index("roi_name")
+    assert status.loc["Huge", "state"] == "failed"
+    assert status.loc["Huge", "reason"] == "timed out after 6 s"
+    assert status.loc["BODY", "state"] == "skipped"
+    assert status.loc["BODY", "reason"] == "matches skip_rois"
+
+    qc = json.loads((out / "qc.json").read_text())
+    assert qc["course_id"] == c["id"] and qc["patient_id"] == "RADIO1"
+    checks = {x["id"]: x for x in qc["checks"]}
+    assert checks["course_completeness"]["status"] == "pass"  # the detector's verdict reached QC
+    assert checks["ct_missing_slices"]["status"] == "pass"
+    assert checks["dose_coverage"]["status"] == "pass"
+    assert (out / "report.html").stat().st_size > 10_000
