@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rtnode import __version__
-from rtnode.config import Config, ConfigError, load_config
+from rtnode.cliconfig import CONFIG_HELP, config_or_exit
+from rtnode.config import Config
 
 app = typer.Typer(
     name="rtnode", add_completion=False,
@@ -33,9 +34,7 @@ app.add_typer(queue_app, name="queue")
 out = Console()
 err = Console(stderr=True)
 
-ConfigOption = typer.Option(
-    None, "--config", "-c", help="Config file (default: $RTNODE_CONFIG, else ./config.yaml, "
-    "else embedded defaults).", show_default=False)
+ConfigOption = typer.Option(None, "--config", "-c", help=CONFIG_HELP, show_default=False)
 JsonOption = typer.Option(False, "--json", help="Print JSON with stable keys (see README).")
 PatientOption = typer.Option(None, "--patient-id", help="Only this PatientID.")
 
@@ -45,13 +44,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def get_config(path: Optional[Path]) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"[bold red]config error:[/] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+get_config = config_or_exit
 
 
 def print_json(data: Any) -> None:

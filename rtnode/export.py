@@ -16,6 +16,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from rtnode.cliconfig import ConfigFile, config_or_exit
+
 TABLES = ("dvh", "radiomics", "qc")
 SOURCES = {"dvh": "dvh_metrics.csv", "radiomics": "radiomics.csv", "qc": "qc.json"}
 FORMATS = (".xlsx", ".csv", ".parquet")
@@ -175,20 +177,12 @@ def export_command(
     since: Annotated[Optional[str], typer.Option(
         "--since", help="Only courses whose latest revision was made on or after this date "
                         "(YYYY-MM-DD).")] = None,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="Config file (default: $RTNODE_CONFIG, else ./config.yaml, "
-                               "else embedded defaults).")] = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Cohort tables across courses: DVH metrics, radiomics and QC summary."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from rtnode.config import ConfigError, load_config
-
-    try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    config = config_or_exit(config_file)
     try:
         day = dt.date.fromisoformat(since) if since else None
     except ValueError:

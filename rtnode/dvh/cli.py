@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtnode.cliconfig import ConfigFile, config_or_exit
 from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.errors import DVHInputError
 
@@ -34,26 +35,17 @@ def dvh_command(
         "--plot", help="Write the cumulative DVHs to this PNG file.")] = None,
     prescription: Annotated[Optional[float], typer.Option(
         "--prescription", help="Prescription dose in Gy (overrides the RTPLAN).")] = None,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="Config file whose dvh: section applies (default: "
-                               "$RTNODE_CONFIG, else ./config.yaml, else embedded defaults).")
-    ] = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Compute DVHs and metrics for every ROI of a course."""
     from rtnode.dvh.compute import dvh_for_folder
     from rtnode.dvh.outputs import metrics_frame, plot_dvhs
 
-    from rtnode.config import ConfigError, load_config
-
     if engine not in (None, "rtnode", "dicompyler"):
         raise typer.BadParameter("engine must be rtnode or dicompyler", param_hint="--engine")
     if as_json and csv is not None:
         raise typer.BadParameter("use either --json or --csv", param_hint="--csv")
-    try:
-        config: DVHConfig = load_config(config_file).dvh
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    config: DVHConfig = config_or_exit(config_file).dvh
     overrides = {"engine": engine, "prescription_gy": prescription}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from rtnode.cliconfig import ConfigFile, config_or_exit
 
 
 def qc_command(
@@ -15,26 +17,16 @@ def qc_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for qc.json and "
                                                           "report.html.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print qc.json to stdout.")] = False,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="Config file whose qc: section applies (default: "
-                               "$RTNODE_CONFIG, else ./config.yaml, else embedded defaults).")
-    ] = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Check a course (CT geometry, references, contours, dose, auto-segmentation) and write
     qc.json and report.html. Exit code 1 when a check failed."""
     import json
 
-    from rtnode.config import ConfigError, load_config
-    from rtnode.qc.config import QCConfig
     from rtnode.qc.course import folder_course
     from rtnode.qc.run import REPORT_HTML, write_qc
 
-    try:
-        section = getattr(load_config(config_file), "qc", None)
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-    config = section if isinstance(section, QCConfig) else QCConfig()
+    config = config_or_exit(config_file).qc
     try:
         course = folder_course(path)
     except (FileNotFoundError, ValueError) as exc:

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtnode.cliconfig import ConfigFile, config_or_exit
+
 
 def radiomics_command(
     path: Annotated[Path, typer.Argument(help="Folder of one course's DICOM files: the image "
@@ -18,25 +20,15 @@ def radiomics_command(
     params: Annotated[Optional[Path], typer.Option(
         "--params", help="pyradiomics parameter file (default: the config's, else the shipped "
                          "one for the image modality).")] = None,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="Config file whose radiomics: section applies (default: "
-                               "$RTNODE_CONFIG, else ./config.yaml, else embedded defaults).")
-    ] = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Extract radiomics features of every ROI (ROIs one after the other in this process)."""
-    from rtnode.config import ConfigError, load_config
-    from rtnode.radiomics.config import RadiomicsConfig
     from rtnode.radiomics.course import extract_course, folder_course
     from rtnode.radiomics.images import ImageSeriesError
     from rtnode.radiomics.params import ParamsError
     from rtnode.radiomics.tables import features_frame, status_frame, write_atomic
 
-    try:
-        section = getattr(load_config(config_file), "radiomics", None)
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-    config = section if isinstance(section, RadiomicsConfig) else RadiomicsConfig()
+    config = config_or_exit(config_file).radiomics
     if params is not None:
         config = config.model_copy(update={"params_ct": params, "params_mr": params})
     try:

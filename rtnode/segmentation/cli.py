@@ -7,19 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-
-def _load_config(config_file: Optional[Path]):
-    """The segmentation: section of the node config when the config knows one, else defaults."""
-    from rtnode.config import ConfigError, load_config
-    from rtnode.segmentation.config import SegmentationConfig
-
-    try:
-        root = load_config(config_file)
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-    section = getattr(root, "segmentation", None)
-    return section if isinstance(section, SegmentationConfig) else SegmentationConfig()
+from rtnode.cliconfig import ConfigFile, config_or_exit
 
 
 def segment_command(
@@ -38,10 +26,7 @@ def segment_command(
         "--roi", help="TotalSegmentator: only this ROI (repeat for several).")] = None,
     totalseg_home: Annotated[Optional[Path], typer.Option(
         "--totalseg-home", help="TotalSegmentator weights/home folder.")] = None,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="Config file whose segmentation: section applies (default: "
-                               "$RTNODE_CONFIG, else ./config.yaml, else embedded defaults).")
-    ] = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Segment one CT series and write masks and an RTSTRUCT."""
     from rtnode.rtstruct.geometry import CTGeometryError
@@ -50,7 +35,7 @@ def segment_command(
     from rtnode.segmentation.pipeline import segment_series
     from rtnode.segmentation.registry import ModelSpecError
 
-    config = _load_config(config_file)
+    config = config_or_exit(config_file).segmentation
     updates = {"fast": fast or config.fast, "roi_subset": roi_subset or config.roi_subset,
                "totalseg_home": totalseg_home or config.totalseg_home}
     config = config.model_copy(update=updates)
