@@ -588,10 +588,8 @@ def demo(
     timeout: float = typer.Option(600.0, help="Seconds to follow the course."),
 ) -> None:
     """Send a generated phantom course to the node and follow it until its stages finish."""
-    from rich.progress import Progress
-
-    from rtnode.demo import run_demo
-    from rtnode.dicom.scu import AddressError, AssociationError, Peer, parse_peer
+    from rtnode.demo import DemoError, run_demo
+    from rtnode.dicom.scu import AddressError, Peer, parse_peer
     from rtnode.node_info import read_node_info
 
     cfg = get_config(config)
@@ -605,14 +603,11 @@ def demo(
             peer = Peer(cfg.dicom.ae_title, host, info.port if info else cfg.dicom.port)
     except AddressError as exc:
         raise fail(str(exc)) from None
-    with Progress(console=out, transient=True) as progress:
-        task = progress.add_task(f"sending to {peer}", total=None)
+    with out.status(f"working with {peer}") as spinner:
         try:
-            course = run_demo(cfg, peer, lambda m: progress.console.print(m),
-                              lambda n, total: progress.update(task, completed=n, total=total),
-                              timeout=timeout)
-        except AssociationError as exc:
-            raise fail(f"{exc}: is the node running? (`rtnode serve`)") from None
+            course = run_demo(cfg, peer, lambda m: spinner.console.print(m), timeout=timeout)
+        except DemoError as exc:
+            raise fail(str(exc)) from None
     if course is None:
         raise typer.Exit(1)
     out.print(f"course {course['id']} {course['state']}; outputs in {course['output_dir']}:")

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from rtnode.config import Config
-from rtnode.dicom.scu import Peer, store_files
+from rtnode.dicom.scu import Peer
 from rtnode.phantom import CTGeometry, Patient, PhantomCourse
 
 
@@ -79,21 +79,20 @@ def _hint(key: str, state: str, config: Config) -> str:
 
 
 def run_demo(config: Config, peer: Peer, report: Callable[[str], None],
-             on_sent: Callable[[int, int], None], timeout: float = 600) -> dict | None:
+             timeout: float = 600) -> dict | None:
+    """Send a fresh phantom course to peer and follow it; None when it cannot be followed."""
+    from rtnode.dicom.send import send_files
+
     with tempfile.TemporaryDirectory(prefix="rtnode-demo-") as tmp:
         patient_id, files = make_demo_course(Path(tmp))
         report(f"generated patient {patient_id}: {len(files)} objects (CT, RTSTRUCT, RTPLAN, "
                f"RTDOSE)")
-        done = 0
-
-        def sent(_path: Path, status: int) -> None:
-            nonlocal done
-            done += 1
-            on_sent(done, len(files))
-            if status != 0:
-                report(f"{_path.name}: status 0x{status:04X}")
-
-        results = store_files(peer, files, calling_ae="RTNODE_DEMO", progress=sent)
-        failed = [p for p, s in results if s != 0]
-        report(f"sent {len(results) - len(failed)} of {len(results)} objects to {peer}")
+        sent = send_files(files, peer, calling_ae="RTNODE_DEMO", retries=0)
+        if not sent.ok:
+            raise DemoError(f"{sent.reason}: is the node running? (`rtnode serve`)")
+        report(f"sent {len(files)} of {len(files)} objects to {peer}")
     return follow(config, patient_id, report, timeout)
+
+
+class DemoError(RuntimeError):
+    pass

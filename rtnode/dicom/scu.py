@@ -1,14 +1,10 @@
-"""Outgoing requests: C-ECHO and C-STORE (C-FIND/C-MOVE for cohorts later)."""
+"""Addressing a peer and C-ECHO; C-STORE is in send.py, C-FIND/C-MOVE in qr.py."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from pathlib import Path
-from typing import Callable, Iterable
-
-import pydicom
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -63,39 +59,3 @@ def echo(peer: Peer, calling_ae: str = "RTNODE", timeout: float = 10.0) -> EchoR
     if status == 0:
         return EchoResult(True, 0, f"{peer} answered C-ECHO")
     return EchoResult(False, status, f"C-ECHO to {peer} got no success status")
-
-
-class AssociationError(ConnectionError):
-    """The peer refused us or could not be reached."""
-
-
-def store_files(peer: Peer, paths: Iterable[Path], calling_ae: str = "RTNODE",
-                timeout: float = 30.0,
-                progress: Callable[[Path, int], None] | None = None) -> list[tuple[Path, int]]:
-    """C-STORE files over one association, each in its own transfer syntax; returns
-    (path, status) per file. Raises AssociationError when no association comes up."""
-    paths = list(paths)
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    contexts = set()
-    for p in paths:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        contexts.add((str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
-    for sop_class, syntax in sorted(contexts):
-        ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-    if not assoc.is_established:
-        raise AssociationError(f"association with {peer} "
-                               f"{'rejected' if assoc.is_rejected else 'failed'}")
-    results = []
-    try:
-        for p in paths:
-            rsp = assoc.send_c_store(p)
-            status = int(rsp.Status) if rsp and "Status" in rsp else -1
-            results.append((p, status))
-            if progress:
-                progress(p, status)
-    finally:
-        assoc.release()
-    return results

@@ -21,7 +21,7 @@ from rtnode.radiomics.images import series_image
 from rtnode.radiomics.masks import contour_counts, rtstruct_masks
 from rtnode.radiomics.params import load_params, params_path, small_footprint
 from rtnode.radiomics.selection import matches_any, voxel_limit_reason
-from rtnode.timeouts import deadline
+from rtnode.limits import deadline
 
 #: part names are "<source>:<ROI name>"
 PART_SEPARATOR = ":"

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from rtnode.limits import is_memory_error
 from rtnode.segmentation.base import SegmentationError, SegmentationResult, Segmenter
 from rtnode.segmentation.config import SegmentationConfig
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("builtin", "totalsegmentator", "nnunet")
-MEMORY_ERROR_TEXT = ("out of memory", "cannot allocate memory", "std::bad_alloc",
-                     "unable to allocate")
-
-
 class ModelSpecError(ValueError):
     """A model spec that does not name a known backend and target."""
 
@@ -106,17 +103,6 @@ def clear_cache() -> None:
     """Forget every loaded model (frees their memory once nothing else holds them)."""
     with _lock:
         _cache.clear()
-
-
-def is_memory_error(exc: BaseException) -> bool:
-    """MemoryError, torch's OutOfMemoryError, or an error whose text says memory ran out
-    (CUDA, the allocator and NumPy word it differently)."""
-    if isinstance(exc, MemoryError):
-        return True
-    if type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return any(t in text for t in MEMORY_ERROR_TEXT)
 
 
 def _free_device_memory() -> None:

@@ -25,7 +25,7 @@ def split(ctx: StageContext) -> list[str]:
 def run_part(ctx: StageContext) -> None:
     from rtnode.radiomics.course import course_params, split_part
     from rtnode.radiomics.robustness import roi_perturbation_features
-    from rtnode.timeouts import deadline
+    from rtnode.limits import deadline
 
     config = radiomics_config(ctx)
     course = course_image(ctx)

@@ -28,20 +28,9 @@ from rtnode.stages.base import (
     stage_timeout,
 )
 from rtnode.store.index import Index
-from rtnode.timeouts import DeadlineExceeded, deadline
+from rtnode.limits import DeadlineExceeded, deadline, is_memory_error
 
 log = logging.getLogger("rtnode.worker")
-
-MEMORY_MARKERS = ("out of memory", "cannot allocate memory", "std::bad_alloc",
-                  "unable to allocate")
-
-
-def is_memory_error(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    text = f"{type(exc).__name__}: {exc}".lower()
-    return "outofmemory" in text.replace(" ", "") or any(m in text for m in MEMORY_MARKERS)
-
 
 class WorkerState:
     """Per-process state, opened lazily after the consumer forks its workers."""

@@ -1,6 +1,6 @@
-"""Deadlines for work running in a worker process's main thread.
+"""The bounds every stage runs under: deadlines, and recognising a memory error.
 
-A stage run has one (its timeout), and work inside it may set a shorter one of its own (one
+Deadlines are for work in a worker process's main thread. A stage run has one (its timeout), and work inside it may set a shorter one of its own (one
 ROI of a radiomics part). The inner deadline arms the shorter of the two and re-arms what is
 left of the outer one afterwards, so both hold. SIGALRM fires only when Python regains control,
 so C code that never returns is ended by the scheduler's watchdog instead.
@@ -47,3 +47,17 @@ def deadline(seconds: float, what: str = "") -> Iterator[None]:
         if outer_left > 0:
             signal.setitimer(signal.ITIMER_REAL,
                              max(outer_left - (time.monotonic() - start), 0.001))
+
+
+#: how allocators, CUDA and NumPy word "memory ran out"
+MEMORY_ERROR_TEXT = ("out of memory", "cannot allocate memory", "std::bad_alloc",
+                     "unable to allocate")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError, or an error whose text says memory ran out:
+    the failures worth one retry with a smaller footprint."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(t in text for t in MEMORY_ERROR_TEXT)
