@@ -7,6 +7,7 @@ standard error and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sys
@@ -294,6 +295,13 @@ def _book(cfg: Config):
     return CourseBook(index)
 
 
+def _course_or_fail(book, course_id: int) -> dict[str, Any]:
+    row = book.course(course_id)
+    if row is None:
+        raise fail(f"no course {course_id} (see rtnode courses)")
+    return row
+
+
 def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) -> dict[str, Any]:
     """A course as the documented --json object."""
     latest = book.latest_revision(row["id"])
@@ -348,9 +356,7 @@ def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode
     """Objects, completeness, stage states and output folder of one course."""
     cfg = get_config(config)
     book = _book(cfg)
-    row = book.course(course_id)
-    if row is None:
-        raise fail(f"no course {course_id}")
+    row = _course_or_fail(book, course_id)
     data = course_json(book, row, cfg, detail=True)
     book.index.close()
     if as_json:
@@ -386,6 +392,11 @@ def requeue(
     if failed:
         if course_id is not None or stage or from_stage:
             raise fail("--failed takes no course id, --stage or --from-stage")
+        try:
+            if since:
+                dt.date.fromisoformat(since)
+        except ValueError:
+            raise fail(f"--since {since!r}: use YYYY-MM-DD") from None
         rows = book.index.query(
             "SELECT DISTINCT course_fk FROM stage_runs WHERE state='failed'"
             " AND finished_at >= ?", (since or "",))
@@ -394,8 +405,7 @@ def requeue(
         return
     if course_id is None:
         raise fail("give a course id, or --failed")
-    if book.course(course_id) is None:
-        raise fail(f"no course {course_id}")
+    _course_or_fail(book, course_id)
     runs = book.runs(course_id)
     if not runs:
         raise fail(f"course {course_id} has not run yet: nothing to requeue")
@@ -421,8 +431,7 @@ def cancel(course_id: int = typer.Argument(..., help="Course id."),
     """Stop dispatching a course's stages (running ones finish); requeue undoes it."""
     cfg = get_config(config)
     book = _book(cfg)
-    if book.course(course_id) is None:
-        raise fail(f"no course {course_id}")
+    _course_or_fail(book, course_id)
     n = book.cancel(course_id)
     out.print(f"course {course_id} cancelled ({n} waiting stage run(s) dropped)")
 
@@ -441,9 +450,7 @@ def send_course_cli(
 
     cfg = get_config(config)
     book = _book(cfg)
-    row = book.course(course_id)
-    if row is None:
-        raise fail(f"no course {course_id}")
+    row = _course_or_fail(book, course_id)
     runs = {r["stage"]: r for r in book.runs(course_id) if not r["part"]}
     made = runs.get("rtstruct")
     if made is None or made["state"] not in (DONE, SKIPPED):
