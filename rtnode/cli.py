@@ -446,7 +446,8 @@ def send_course_cli(
     """C-STORE a course's auto-contoured RTSTRUCT now, e.g. after the PACS was down."""
     from rtnode.courses.book import DONE, FAILED, SKIPPED
     from rtnode.stages.runner import course_dir
-    from rtnode.stages.send import RTSTRUCT_AUTO, SendFailed, destinations_for, send_to
+    from rtnode.stages.rtstruct import RTSTRUCT_AUTO
+    from rtnode.stages.send import SendFailed, destinations_for, send_to
 
     cfg = get_config(config)
     book = _book(cfg)

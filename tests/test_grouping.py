@@ -149,3 +149,22 @@ def test_rules_errors_name_file_line_and_key(tmp_path):
     assert problems[2] == f"{f}:6: rule name 'one' already used at {f}:2"
     assert problems[3].startswith(f"{f}:9: rules[3].match.series_description:")
     assert "not a valid regular expression" in problems[3]
+
+
+def test_a_rule_may_override_radiomics_settings_and_they_are_checked(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: lung\n"
+        "    stages: [manifest]\n"
+        "    radiomics: {min_voxels: 64, skip_rois: [BODY, Lung*]}\n")
+    rule = load_rules(tmp_path, ["manifest"]).rules[0]
+    assert rule.radiomics == {"min_voxels": 64, "skip_rois": ["BODY", "Lung*"]}
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: lung\n"
+        "    stages: [manifest]\n"
+        "    radiomics: {min_voxel: 64}\n")
+    with pytest.raises(RulesError) as exc:
+        load_rules(tmp_path, ["manifest"])
+    assert exc.value.problems[0].startswith(f"{tmp_path / 'r.yaml'}:4: rules[0].radiomics:")
+    assert "min_voxel" in exc.value.problems[0]

@@ -12,7 +12,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -54,6 +54,16 @@ class Rule(Section):
     destinations: list[str] = Field(default_factory=list)
     priority: Literal["clinical", "cohort"] | None = None
     quiet_seconds: float | None = Field(None, ge=0)
+    radiomics: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the config's radiomics: section")
+
+    @field_validator("radiomics")
+    @classmethod
+    def _radiomics(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from rtnode.radiomics.config import RadiomicsConfig
+
+        RadiomicsConfig.model_validate(v)  # the same keys and types as the config section
+        return v
 
     @model_validator(mode="after")
     def _no_repeats(self) -> "Rule":

@@ -12,8 +12,8 @@ import numpy as np
 import pydicom
 
 from rtnode.stages.base import Stage, StageContext, register
+from rtnode.stages.rtstruct import RTSTRUCT_AUTO
 
-AUTO_RTSTRUCT = "rtstruct_auto.dcm"
 
 
 def compute_course_dvh(ctx: StageContext) -> None:
@@ -36,8 +36,8 @@ def compute_course_dvh(ctx: StageContext) -> None:
         results.append(compute_dvhs(pydicom.dcmread(ctx.path(member)), doses, plans,
                                     config=config, source="manual", slice_positions=ct_z))
     auto = ctx.upstream.get("rtstruct")
-    if auto is not None and (auto / AUTO_RTSTRUCT).exists():
-        results.append(compute_dvhs(pydicom.dcmread(auto / AUTO_RTSTRUCT), doses, plans,
+    if auto is not None and (auto / RTSTRUCT_AUTO).exists():
+        results.append(compute_dvhs(pydicom.dcmread(auto / RTSTRUCT_AUTO), doses, plans,
                                     config=config, source="auto", slice_positions=ct_z))
     write_course_outputs(results, ctx.out_dir)
 

@@ -8,15 +8,14 @@ takes the course detector's verdict, so what was missing when the course ran is 
 from __future__ import annotations
 
 from rtnode.stages.base import Stage, StageContext, register
+from rtnode.stages.rtstruct import RTSTRUCT_AUTO
 
-AUTO_RTSTRUCT = "rtstruct_auto.dcm"
 
 
 def qc_config(ctx: StageContext):
     from rtnode.qc.config import QCConfig
 
-    section = getattr(ctx.config, "qc", None) if ctx.config is not None else None
-    return section if isinstance(section, QCConfig) else QCConfig()
+    return ctx.config.qc if ctx.config is not None else QCConfig()
 
 
 def course_for_qc(ctx: StageContext):
@@ -46,8 +45,8 @@ def course_for_qc(ctx: StageContext):
     if manual:
         course.structure_sets["manual"] = manual
     auto = ctx.upstream.get("rtstruct")
-    if auto is not None and (auto / AUTO_RTSTRUCT).exists():
-        course.structure_sets["auto"] = [pydicom.dcmread(auto / AUTO_RTSTRUCT)]
+    if auto is not None and (auto / RTSTRUCT_AUTO).exists():
+        course.structure_sets["auto"] = [pydicom.dcmread(auto / RTSTRUCT_AUTO)]
     return course
 
 

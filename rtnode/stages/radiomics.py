@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 from rtnode.stages.base import Stage, StageContext, register
+from rtnode.stages.rtstruct import RTSTRUCT_AUTO
 
-AUTO_RTSTRUCT = "rtstruct_auto.dcm"
 PARTS_DIR = "radiomics_parts"
 SKIPPED_FILE = "_skipped.json"
 
@@ -26,8 +26,7 @@ def radiomics_config(ctx: StageContext):
     routing rule sets under ``radiomics:`` (e.g. its own params_ct) laid over it."""
     from rtnode.radiomics.config import RadiomicsConfig
 
-    section = getattr(ctx.config, "radiomics", None) if ctx.config is not None else None
-    config = section if isinstance(section, RadiomicsConfig) else RadiomicsConfig()
+    config = ctx.config.radiomics if ctx.config is not None else RadiomicsConfig()
     overrides = (ctx.rule or {}).get("radiomics") or {}
     if overrides:
         config = RadiomicsConfig.model_validate({**config.model_dump(), **overrides})
@@ -71,8 +70,8 @@ def _load_course_image(ctx: StageContext):
     course = CourseImage(modality, datasets)
     course.structure_sets["manual"] = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("RTSTRUCT")]
     auto = ctx.upstream.get("rtstruct")
-    if auto is not None and (auto / AUTO_RTSTRUCT).exists():
-        course.structure_sets["auto"] = [pydicom.dcmread(auto / AUTO_RTSTRUCT)]
+    if auto is not None and (auto / RTSTRUCT_AUTO).exists():
+        course.structure_sets["auto"] = [pydicom.dcmread(auto / RTSTRUCT_AUTO)]
     return course
 
 

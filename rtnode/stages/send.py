@@ -14,8 +14,8 @@ from typing import Any
 
 from rtnode.config import Config
 from rtnode.stages.base import Stage, StageContext, StageSkipped, register
+from rtnode.stages.rtstruct import RTSTRUCT_AUTO
 
-RTSTRUCT_AUTO = "rtstruct_auto.dcm"
 REPORT = "send.json"
 
 
