@@ -166,5 +166,5 @@ def test_a_rule_may_override_radiomics_settings_and_they_are_checked(tmp_path):
         "    radiomics: {min_voxel: 64}\n")
     with pytest.raises(RulesError) as exc:
         load_rules(tmp_path, ["manifest"])
-    assert exc.value.problems[0].startswith(f"{tmp_path / 'r.yaml'}:4: rules[0].radiomics:")
+    assert exc.value.problems[0].startswith(f"{tmp_path / 'r.yaml'}:4: rules[0].radiomics")
     assert "min_voxel" in exc.value.problems[0]
