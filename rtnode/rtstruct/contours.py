@@ -21,16 +21,25 @@ from skimage.measure import find_contours
 def mask_to_polygons(mask2d: np.ndarray) -> list[np.ndarray]:
     """Closed polygons (each (N, 2) of row, column; last vertex not repeated) around the
     foreground of one slice: outer boundaries and holes, several islands each on their own.
-    Collinear vertices are dropped, which changes nothing geometrically."""
+    Collinear vertices are dropped, which changes nothing geometrically.
+
+    Marching squares runs on the foreground's bounding box only (plus the one-pixel zero
+    border): squares beyond it hold no edge, and their raster order is kept, so the polygons
+    are the same as on the whole slice, at a fraction of the cost for a small ROI."""
     m = np.asarray(mask2d, dtype=bool)
-    if not m.any():
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
         return []
-    padded = np.pad(m, 1).astype(np.float32)
+    cols = np.flatnonzero(m.any(axis=0))
+    r0, c0 = int(rows[0]), int(cols[0])
+    crop = m[r0:int(rows[-1]) + 1, c0:int(cols[-1]) + 1]
+    padded = np.pad(crop, 1).astype(np.float32)
+    offset = np.array([r0 - 1.0, c0 - 1.0])  # undo the padding and the crop
     polygons = []
     for contour in find_contours(padded, 0.5):
         if len(contour) < 4:  # a closed contour repeats its first vertex; < 3 distinct = nothing
             continue
-        poly = _drop_collinear(contour[:-1] - 1.0)  # undo the padding
+        poly = _drop_collinear(contour[:-1] + offset)
         if len(poly) >= 3:
             polygons.append(poly)
     return polygons
@@ -77,20 +86,45 @@ def polygons_to_mask(polygons: Iterable[np.ndarray], shape: tuple[int, int]) -> 
     return parity.astype(bool)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every foreground voxel; None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
 def remove_small_islands(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """The mask without 3-D connected components (face-connected) smaller than min_voxels:
     specks a model leaves behind, which would otherwise become contours of a few pixels.
-    Components are counted in 3-D so that the thin caps of a real organ are kept."""
+    Components are counted in 3-D so that the thin caps of a real organ are kept.
+
+    Labelling runs inside the mask's bounding box (no component reaches beyond it), with
+    16-bit labels where they suffice; a mask with nothing to remove comes back as it is."""
     mask = np.asarray(mask, dtype=bool)
-    if min_voxels <= 1 or not mask.any():
+    if min_voxels <= 1:
         return mask
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    box = bounding_box(mask)
+    if box is None:
         return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
+    sub = mask[box]
+    try:
+        labels = np.empty(sub.shape, dtype=np.uint16)
+        n = ndimage.label(sub, output=labels)
+    except RuntimeError:  # more than 65535 components
+        labels, n = ndimage.label(sub)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = sizes < min_voxels
+    small[0] = False
+    if not small.any():
+        return mask
+    out = mask.copy()
+    out[box] = sub & ~small[labels]
+    return out
 
 
 def polygon_area(poly: np.ndarray) -> float:

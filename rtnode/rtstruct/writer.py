@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -87,10 +88,31 @@ def _slice_contours(grid: CTGrid, mask: np.ndarray) -> list[tuple[int, np.ndarra
     return out
 
 
+#: trailing zeros of a "{:.4f}" value (and its point when nothing is left after it)
+_TRAILING_ZEROS = re.compile(r"\.?0+(?=\\|$)")
+#: a value that rounded to "-0.0000" (after the zeros went): written as 0
+_NEGATIVE_ZERO = re.compile(r"(?<![^\\])-0(?=\\|$)")
+#: below this magnitude every "{:.4f}" value fits a 16-character DS
+_FAST_FORMAT_LIMIT = 1e10
+
+
+def format_ds_values(values: np.ndarray) -> str:
+    """``format_ds`` of every value, joined by backslashes: the whole multi-value DS string.
+
+    One format call and two regular-expression passes over the joined text instead of one
+    Python call per coordinate (a BODY has ~10⁶); the text is the same as ``format_ds`` gives."""
+    flat = np.asarray(values, dtype=float).ravel()
+    if flat.size and not (np.abs(flat).max() < _FAST_FORMAT_LIMIT):  # also catches NaN
+        return "\\".join(format_ds(v) for v in flat)
+    text = "\\".join(map("{:.4f}".format, flat.tolist()))
+    return _NEGATIVE_ZERO.sub("0", _TRAILING_ZEROS.sub("", text))
+
+
 def contour_data_element(points: np.ndarray) -> RawDataElement:
     """ContourData as its encoded bytes: a BODY has ~10⁶ coordinates, and building a
-    pydicom DS object for each would cost seconds; the bytes are what gets written anyway."""
-    value = "\\".join(format_ds(v) for v in np.asarray(points, dtype=float).ravel()).encode()
+    pydicom DS object for each would cost seconds; the bytes are what gets written anyway
+    (the item's encoding is declared in ``write_rtstruct`` so that writing keeps them raw)."""
+    value = format_ds_values(points).encode()
     if len(value) % 2:
         value += b" "
     return RawDataElement(CONTOUR_DATA, "DS", len(value), value, 0, True, True)
@@ -209,6 +231,13 @@ def write_rtstruct(ct_datasets: Sequence[Dataset], masks: Mapping[str, np.ndarra
     ds.ROIContourSequence = DicomSequence(contour_items)
     ds.RTROIObservationsSequence = DicomSequence(obs_items)
     ds.ApprovalStatus = "UNAPPROVED"
+    # The contour items hold ContourData as raw implicit-VR bytes; declaring that encoding
+    # lets save_as write them as they are (otherwise pydicom decodes every coordinate into a
+    # DS object and encodes it again, seconds for a BODY). Written in another transfer syntax,
+    # pydicom converts them as usual.
+    for roi_contour in contour_items:
+        for item in roi_contour.get("ContourSequence", []):
+            item.set_original_encoding(True, True, item._character_set)
     return ds
 
 
