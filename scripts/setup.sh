@@ -21,6 +21,8 @@ done
 
 # chromium: the tests render QC reports headless and look at the screenshot
 APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium)
+# plastimatch: the peer scripts/bench/body.py measures builtin:body against
+APT_PACKAGES+=(plastimatch)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

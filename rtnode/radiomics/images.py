@@ -16,6 +16,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from rtnode.dicom.pixels import modality_values
+
 IMAGE_MODALITIES = ("CT", "MR", "PT")
 
 
@@ -64,10 +66,8 @@ def series_image(datasets: Sequence[Dataset]) -> sitk.Image:
             raise ImageSeriesError(f"slice {d.SOPInstanceUID} is {d.Rows}x{d.Columns}, the "
                                    f"series is {rows}x{cols}")
     volume = np.empty((len(slices), rows, cols), dtype=np.float32)
-    for k, d in enumerate(slices):
-        slope = float(getattr(d, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(d, "RescaleIntercept", 0) or 0)
-        volume[k] = d.pixel_array.astype(np.float32) * slope + intercept
+    for k, d in enumerate(slices):  # compressed slices are decoded here (rtnode.dicom.pixels)
+        volume[k] = modality_values(d)
     offsets = slice_offsets(slices)
     dz = float(np.median(np.diff(offsets))) if len(slices) > 1 else float(
         getattr(first, "SliceThickness", 1.0) or 1.0)

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from rtnode.dicom.pixels import modality_values
 from rtnode.rtstruct.geometry import CTGrid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -63,16 +64,21 @@ def load_ct(source: Path | str | Iterable[Path | str] | Sequence[Dataset]
             ) -> tuple[sitk.Image, list[Dataset]]:
     """(HU image as float32, the slice datasets sorted like the image's slices)."""
     if isinstance(source, (str, Path)):
-        datasets = read_ct_folder(source)
+        datasets, read_here = read_ct_folder(source), True
     else:
         items = list(source)
+        read_here = not any(isinstance(d, Dataset) for d in items)
         datasets = [d if isinstance(d, Dataset) else pydicom.dcmread(d) for d in items]
     if not datasets:
         raise CTSeriesError("no CT slices given")
     grid = CTGrid.from_datasets(datasets)
     order = {uid: i for i, uid in enumerate(grid.sop_instance_uids)}
     datasets = sorted(datasets, key=lambda d: order[str(d.SOPInstanceUID)])
-    return ct_image(datasets, grid), datasets
+    image = ct_image(datasets, grid)
+    if read_here:  # the image holds the pixels now; callers need the headers only
+        for ds in datasets:
+            del ds.PixelData
+    return image, datasets
 
 
 def ct_image(datasets: Sequence[Dataset], grid: CTGrid | None = None) -> sitk.Image:
@@ -84,10 +90,8 @@ def ct_image(datasets: Sequence[Dataset], grid: CTGrid | None = None) -> sitk.Im
                     "contours keep each slice's true position", gaps.min(), gaps.max(),
                     grid.slice_spacing)
     volume = np.empty(grid.shape, dtype=np.float32)
-    for k, ds in enumerate(datasets):
-        slope = float(ds.get("RescaleSlope", 1.0))
-        intercept = float(ds.get("RescaleIntercept", 0.0))
-        volume[k] = ds.pixel_array.astype(np.float32) * slope + intercept
+    for k, ds in enumerate(datasets):  # compressed slices are decoded here (rtnode.dicom.pixels)
+        volume[k] = modality_values(ds)
     image = sitk.GetImageFromArray(volume)
     image.SetOrigin(tuple(float(v) for v in grid.origin))
     image.SetSpacing((grid.pixel_spacing[1], grid.pixel_spacing[0], grid.slice_spacing))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,10 +79,17 @@ def save_segmentation(result: SegmentationResult, image: sitk.Image, spec: str,
     dtype = np.uint8 if max(result.names, default=0) < 256 else np.uint16
     sitk.WriteImage(_image_like(result.labels.astype(dtype), image), str(labels_path), True)
     mask_paths = {}
-    for name, mask in result.masks().items():
-        path = seg_dir / f"{safe_file_name(name)}.nii.gz"
-        sitk.WriteImage(_image_like(mask.astype(np.uint8), image), str(path), True)
-        mask_paths[name] = path
+    if list(result.names) == [1] and int(result.labels.max(initial=0)) <= 1:
+        # one ROI labelled 1 (builtin:body): its mask file is the label file, byte for byte,
+        # so it is copied rather than compressed a second time
+        path = seg_dir / f"{safe_file_name(result.names[1])}.nii.gz"
+        shutil.copyfile(labels_path, path)
+        mask_paths[result.names[1]] = path
+    else:
+        for name, mask in result.masks().items():
+            path = seg_dir / f"{safe_file_name(name)}.nii.gz"
+            sitk.WriteImage(_image_like(mask.astype(np.uint8), image), str(path), True)
+            mask_paths[name] = path
     types = result.types_by_name()
     label_map = seg_dir / "labels.json"
     label_map.write_text(json.dumps({
