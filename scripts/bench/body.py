@@ -81,17 +81,26 @@ class Steps:
         self._last = now
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in GB, output) of one command in its own process."""
+#: runs a command and prints its peak RSS: a small process in between, because a child forked
+#: straight from this (large) one would inherit its high-water mark
+PEAK_WRAPPER = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+                "file=sys.stderr); sys.exit(r.returncode)")
+
+
+def run_child(cmd: list[str], cwd: Path,
+              env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in GB, output) of one command in its own process, started in
+    cwd (not this checkout, so that ``-m rtnode`` imports what PYTHONPATH names)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    output = proc.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    r = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *cmd], cwd=cwd, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{output[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024 ** 2, output
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({r.returncode}):\n{r.stdout[-2000:]}")
+    peak_kb = next(int(line.split()[1]) for line in reversed(r.stdout.splitlines())
+                   if line.startswith("PEAK_KB"))
+    return seconds, peak_kb / 1024 ** 2, r.stdout
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -158,14 +167,14 @@ def main() -> None:
         cmd = [py, "-m", "rtnode", "segment", str(tmp / "ct"), "--model", "builtin:body",
                "--out", str(tmp / "cli"), "--config", str(tmp / "config.yaml")]
         runs = {"rtnode segment (builtin:body + RTSTRUCT)":
-                run_child(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})}
+                run_child(cmd, tmp, {**os.environ, "PYTHONPATH": str(ROOT)})}
         if args.before:
             cmd_before = [*cmd[:-3], str(tmp / "cli-before"), *cmd[-2:]]
             runs["rtnode segment, --before checkout"] = run_child(
-                cmd_before, {**os.environ, "PYTHONPATH": str(args.before)})
+                cmd_before, tmp, {**os.environ, "PYTHONPATH": str(args.before.resolve())})
         runs["plastimatch segment (body mask)"] = run_child(
             ["plastimatch", "segment", "--input", str(tmp / "ct"), "--output-img",
-             str(tmp / "plastimatch_body.nrrd")])
+             str(tmp / "plastimatch_body.nrrd")], tmp)
         pm = sitk.ReadImage(str(tmp / "plastimatch_body.nrrd"))
         ours = sitk.ReadImage(str(tmp / "cli" / "seg" / "BODY.nii.gz"))
         pm = sitk.Resample(pm, ours, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
