@@ -123,3 +123,11 @@ def test_contour_data_is_written_as_formatted_not_reencoded(tmp_path):
     assert item.get_item(0x30060050).is_raw  # not decoded by writing
     back = pydicom.dcmread(path).ROIContourSequence[0].ContourSequence[0]
     assert back.get_item(0x30060050).value == raw
+
+
+def test_islands_beyond_16_bit_labels_are_still_counted():
+    m = np.zeros((2, 600, 640), dtype=bool)
+    m[:, ::2, :600:2] = True           # 90 000 two-voxel islands: more than 16-bit labels hold
+    m[:, :, 610:] = True               # one big component
+    out = remove_small_islands(m, 3)
+    assert not out[:, :, :600].any() and out[:, :, 610:].all()

@@ -249,3 +249,13 @@ def test_body_of_air_is_a_clear_error():
     specks[1, 5, 5] = 0.0  # tissue that a one-voxel opening removes entirely
     with pytest.raises(SegmentationError, match="HU"):
         body_mask(specks)
+
+
+def test_largest_component_beyond_16_bit_labels():
+    from rtnode.segmentation.body import largest_component
+
+    m = np.zeros((2, 600, 640), dtype=bool)
+    m[:, ::2, :600:2] = True  # 90 000 specks
+    m[:, 5:9, 610:] = True
+    big = largest_component(m)
+    assert big.sum() == 2 * 4 * 30 and big[:, 5:9, 610:].all()
