@@ -5,8 +5,6 @@ scripts/bench/body.py times it as the 'before'."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -33,5 +31,3 @@ def reference_body_mask(image: sitk.Image, threshold_hu: float = -400.0,
     mark("fill holes")
     return body
 
-
-__all__ = ["reference_body_mask", "time"]

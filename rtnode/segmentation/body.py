@@ -18,7 +18,6 @@ tests keep as the reference; docs/SEGMENTATION.md has the figures.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
