@@ -125,19 +125,23 @@ def display_spacing(image) -> tuple[float, float, float]:
     return tuple(float(sp[int(np.argmax(np.abs(d[p])))]) for p in (0, 1, 2))  # type: ignore
 
 
-def dose_on_display(course: QCCourse) -> np.ndarray | None:
-    """The course dose (Gy) on the display frame's grid; None without RTDOSE (or when the dose
-    engine refuses it: the dose checks report why)."""
+def dose_planes(course: QCCourse, index: dict[int, int]) -> tuple[dict[int, np.ndarray], float]:
+    """The course dose (Gy) on the three display planes through ``index`` (display axis ->
+    slice) and the dose grid's maximum; ({}, 0) without RTDOSE or when the dose engine refuses
+    it (the dose checks report why). Only the three planes are resampled, not the volume."""
     if not course.doses:
-        return None
+        return {}, 0.0
     from rtnode.dvh.dose import resample, select_dose
 
     try:
         dose = select_dose(course.doses)
     except Exception:  # a dose the DVH engine refuses is reported by the dose checks
-        return None
+        return {}, 0.0
     x, y, z = display_coordinates(course.image)
-    return resample(dose, x, y, z)
+    planes = {0: resample(dose, x, y, z[index[0]:index[0] + 1])[0],
+              1: resample(dose, x, y[index[1]:index[1] + 1], z)[:, 0, :],
+              2: resample(dose, x[index[2]:index[2] + 1], y, z)[:, :, 0]}
+    return planes, float(np.max(dose.values)) if dose.values.size else 0.0
 
 
 def _focus(course: QCCourse, masks: dict, shape: tuple[int, ...],
@@ -180,7 +184,6 @@ def overlays_figure(course: QCCourse, window: tuple[float, float],
     masks = {(s, n): to_display(m, axes_map)
              for s in ("manual", "auto") for n, m in course.masks(s).items() if m.any()}
     styles = roi_styles(course)
-    dose = dose_on_display(course)
     z, y, x = _focus(course, masks, ct.shape, focus)
     index = {0: z, 1: y, 2: x}
     aspect = {0: sy / sx, 1: sz / sx, 2: sz / sy}
@@ -190,14 +193,14 @@ def overlays_figure(course: QCCourse, window: tuple[float, float],
     fig = plt.figure(figsize=(16, 5.6 + 0.22 * legend_rows), dpi=90)
     grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 0.04],
                             height_ratios=[5.2, 0.2 + 0.22 * legend_rows], hspace=0.08)
-    dmax = float(dose.max()) if dose is not None and dose.size else 0.0
+    dose, dmax = dose_planes(course, index)
     norm = Normalize(0.0, dmax or 1.0)
     for col, (label, axis, origin, letters) in enumerate(VIEWS):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(np.take(ct, index[axis], axis=axis), cmap="gray", vmin=window[0],
                   vmax=window[1], aspect=aspect[axis], origin=origin, interpolation="nearest")
         if dmax > 0:
-            plane = np.ma.masked_less(np.take(dose, index[axis], axis=axis), WASH_FROM * dmax)
+            plane = np.ma.masked_less(dose[axis], WASH_FROM * dmax)
             ax.imshow(plane, cmap=DOSE_CMAP, norm=norm, alpha=0.4, aspect=aspect[axis],
                       origin=origin, interpolation="nearest")
         for key, mask in masks.items():
@@ -240,7 +243,7 @@ def _edge_letters(ax, letters: tuple[str, str, str, str]) -> None:
 
 def overlays_png(course: QCCourse, window: tuple[float, float]) -> bytes:
     """One PNG: axial | coronal | sagittal, contours of every ROI, dose wash above 10 %."""
-    return _png(overlays_figure(course, window))
+    return _png(overlays_figure(course, window), tight=False)  # the grid already fits
 
 
 def dvh_figure(course: QCCourse):
@@ -286,13 +289,16 @@ def dvh_figure(course: QCCourse):
 
 def dvh_png(course: QCCourse) -> bytes | None:
     fig = dvh_figure(course)
-    return None if fig is None else _png(fig)
+    return None if fig is None else _png(fig, tight=True)  # the legend outside must fit
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool) -> bytes:
+    """PNG bytes; 'tight' costs a second draw, so only figures with outside legends use it.
+    zlib level 3: a third of the encoding time of the default for a few % more bytes."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None,
+                pil_kwargs={"compress_level": 3})
     plt.close(fig)
     return buf.getvalue()
