@@ -313,6 +313,7 @@ def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) ->
         "state": row["state"], "tag": row["tag"], "rule": row["rule"],
         "calling_ae": row["calling_ae"], "instance_count": row["instance_count"],
         "complete": bool(verdict.get("complete")), "missing": verdict.get("missing", []),
+        "possibly_incomplete": verdict.get("possibly_incomplete", []),
         "last_received_at": row["last_received_at"],
         "stages": [{k: r[k] for k in ("stage", "part", "queue", "state", "reason", "attempts",
                                       "footprint", "reused_revision", "queued_at",
