@@ -7,7 +7,6 @@ dvh stage's tables (old and new column names)."""
 from __future__ import annotations
 
 import copy
-import io
 
 import numpy as np
 import pandas as pd
