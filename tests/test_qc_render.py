@@ -248,3 +248,30 @@ def test_qc_reuses_the_dvh_stage_tables_old_and_new_column_names(tmp_path):
     assert alone.dvh_tables.origin == "computed by QC"
     assert float(alone.dvh_tables.metrics.set_index("roi_name").loc["AntLeft", "dmean_gy"]) \
         != pytest.approx(12.3456, abs=0.01)
+
+
+def test_report_shows_radiomics_summary_and_local_time(tmp_path, monkeypatch):
+    import time
+
+    c = asymmetric_course("HFS")
+    rad = tmp_path / "radiomics"
+    rad.mkdir()
+    pd.DataFrame([{"roi_name": "AntLeft", "source": "manual", "state": "done", "reason": "",
+                   "voxels": 300, "seconds": 0.2},
+                  {"roi_name": "BODY", "source": "manual", "state": "skipped",
+                   "reason": "skip_rois", "voxels": 0, "seconds": 0.0}]
+                 ).to_csv(rad / "radiomics_status.csv", index=False)
+    pd.DataFrame([{"roi_name": "AntLeft", "source": "manual", "voxels": 300,
+                   "original_firstorder_Mean": 400.0, "original_shape_MeshVolume": 7.2}]
+                 ).to_csv(rad / "radiomics.csv", index=False)
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    time.tzset()
+    try:
+        write_qc(qc_of(c, radiomics_dir=rad), tmp_path / "qc")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    html = (tmp_path / "qc" / "report.html").read_text()
+    assert "2 features per ROI; 1 done, 1 skipped" in html and "skip_rois" in html
+    assert "(UTC+0100)" in html or "(UTC+0200)" in html  # Zurich local time, not UTC
+    assert "PLAN1: prescription 60 Gy, 30 fraction(s), 2.00 Gy per fraction" in html
