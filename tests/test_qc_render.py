@@ -275,3 +275,10 @@ def test_report_shows_radiomics_summary_and_local_time(tmp_path, monkeypatch):
     assert "2 features per ROI; 1 done, 1 skipped" in html and "skip_rois" in html
     assert "(UTC+0100)" in html or "(UTC+0200)" in html  # Zurich local time, not UTC
     assert "PLAN1: prescription 60 Gy, 30 fraction(s), 2.00 Gy per fraction" in html
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS", "HFP"])
+def test_axial_scans_in_any_patient_position_pass_the_orientation_check(position):
+    c = asymmetric_course(position)
+    check = by_id(run_checks(QCCourse("CT", list(c.ct))))["ct_orientation"]
+    assert check.status == "pass" and position in check.reason
