@@ -4,12 +4,14 @@ option is that kind of object.
 Input a person has to fix — a mistyped path, a folder where a file belongs, a file that is not
 DICOM, an RTDOSE given as ``--rtplan``, DICOM content a stage refuses — ends in one line on
 standard error naming the file and the problem, and exit code 2; never a traceback. Errors of
-another kind are bugs and keep their traceback.
+another kind are bugs and keep their traceback; so do input errors when RTNODE_TRACEBACK=1 is
+set (to see where one came from).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except INPUT_ERRORS as exc:
+            if os.environ.get("RTNODE_TRACEBACK") == "1":
+                raise
             sys.stderr.write(f"error: {describe(exc)}\n")
             raise typer.Exit(2) from None
 
