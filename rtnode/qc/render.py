@@ -192,7 +192,8 @@ def overlays_figure(course: QCCourse, window: tuple[float, float],
     legend_rows = -(-len(drawn) // ncol)
     fig = plt.figure(figsize=(16, 5.6 + 0.22 * legend_rows), dpi=90)
     grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 0.04],
-                            height_ratios=[5.2, 0.2 + 0.22 * legend_rows], hspace=0.08)
+                            height_ratios=[5.2, 0.2 + 0.22 * legend_rows], hspace=0.08,
+                            wspace=0.06, left=0.01, right=0.95, top=0.9, bottom=0.01)
     dose, dmax = dose_planes(course, index)
     norm = Normalize(0.0, dmax or 1.0)
     for col, (label, axis, origin, letters) in enumerate(VIEWS):
