@@ -17,8 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-METRICS_CSV = "dvh_metrics.csv"
-CURVES_PARQUET = "dvh_curves.parquet"
+from rtnode.dvh.outputs import CURVES_PARQUET, METRICS_CSV
 
 #: what the report shows -> the column names it may have in dvh_metrics.csv, newest first
 METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
