@@ -313,6 +313,7 @@ def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) ->
         "state": row["state"], "tag": row["tag"], "rule": row["rule"],
         "calling_ae": row["calling_ae"], "instance_count": row["instance_count"],
         "complete": bool(verdict.get("complete")), "missing": verdict.get("missing", []),
+        "possibly_incomplete": verdict.get("possibly_incomplete", []),
         "last_received_at": row["last_received_at"],
         "stages": [{k: r[k] for k in ("stage", "part", "queue", "state", "reason", "attempts",
                                       "footprint", "reused_revision", "queued_at",
@@ -807,17 +808,20 @@ def import_files(
 
 # -- engines usable without a running node ---------------------------------------------------
 
+from rtnode.clierrors import dicom_options, guard_commands  # noqa: E402
 from rtnode.dvh.cli import dvh_command  # noqa: E402
 from rtnode.export import export_command  # noqa: E402
 from rtnode.qc.cli import qc_command  # noqa: E402
 from rtnode.radiomics.cli import radiomics_command  # noqa: E402
 from rtnode.segmentation.cli import segment_command  # noqa: E402
 
-app.command("dvh")(dvh_command)
+app.command("dvh")(dicom_options(("path",), rtstruct="RTSTRUCT", rtdose="RTDOSE",
+                                 rtplan="RTPLAN")(dvh_command))
 app.command("segment")(segment_command)
-app.command("radiomics")(radiomics_command)
+app.command("radiomics")(dicom_options(("path",), rtstruct="RTSTRUCT")(radiomics_command))
 app.command("qc")(qc_command)
 app.command("export")(export_command)
+guard_commands(app)  # last: every command's input errors end in one line, not a traceback
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m rtnode

@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 
 # chromium: the tests render QC reports headless and look at the screenshot
-APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium)
+APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium chromium-driver)
 # plastimatch: the peer scripts/bench/body.py measures builtin:body against
 APT_PACKAGES+=(plastimatch)
 missing=()

@@ -2,8 +2,13 @@
 
 A course is complete when there is a planning CT, every CT slice the RTSTRUCT contours
 reference is present, the CT slices are evenly spaced along the slice normal with no gap, every
-RTPLAN's structure set and every RTDOSE's plan are present. Each failed check becomes one line a
-physicist can act on.
+RTPLAN's structure set and every RTDOSE's plan are present, and every RT object lies on the
+planning CT's FrameOfReferenceUID (one on another frame means its own CT never arrived, and
+no DVH can be computed). Each failed check becomes one line a physicist can act on.
+
+What DICOM only hints at does not hold a course back but is said: a CT series with fewer slices
+than its ImagesInAcquisition (or NumberOfSlices) announces, or structures reaching beyond the
+CT's first or last slice, make the course "possibly incomplete" (``possibly_incomplete``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,52 @@ class Verdict:
     complete: bool
     missing: list[str] = field(default_factory=list)
     slice_spacing_mm: float | None = None
+    #: hints that the course may lack data although its references close
+    possibly_incomplete: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"complete": self.complete, "missing": self.missing,
-                "slice_spacing_mm": self.slice_spacing_mm}
+                "slice_spacing_mm": self.slice_spacing_mm,
+                "possibly_incomplete": self.possibly_incomplete}
+
+
+def announced_count_hints(n_slices: int, announced: dict[str, list[int]]) -> list[str]:
+    """'possibly incomplete' lines when a series holds fewer slices than an attribute
+    (ImagesInAcquisition, NumberOfSlices) announces; ``announced`` maps the attribute to the
+    values its slices carry."""
+    out = []
+    for attr, values in announced.items():
+        expected = max((int(v) for v in values if v not in (None, "") and int(v) > 0),
+                       default=0)
+        if expected > n_slices:
+            out.append(f"possibly incomplete: the CT series has {n_slices} slice(s), its "
+                       f"{attr} says {expected}")
+    return out
+
+
+def extent_hint(ct_z: tuple[float, float], structure_z: tuple[float, float],
+                spacing: float | None) -> list[str]:
+    """'possibly incomplete' when contours reach more than a slice beyond the CT's ends."""
+    tol = (spacing or 0.0) + 1e-3
+    lo, hi = ct_z
+    slo, shi = structure_z
+    if slo < lo - tol or shi > hi + tol:
+        return [f"possibly incomplete: structures span z {slo:.1f} to {shi:.1f} mm, the CT "
+                f"only {lo:.1f} to {hi:.1f} mm"]
+    return []
+
+
+def frame_of_reference_problems(ct_frames: set[str],
+                                rt: list[tuple[str, str, str]]) -> list[str]:
+    """One line per RT object (modality, SOP Instance UID, FrameOfReferenceUID) on another
+    frame of reference than the planning CT."""
+    ct_frames = {f for f in ct_frames if f}
+    if not ct_frames:
+        return []
+    shown = ", ".join(sorted(ct_frames))
+    return [f"{modality} {uid} is on FrameOfReferenceUID {frame}, not the planning CT's "
+            f"({shown}): its own CT was not received or it belongs to another course"
+            for modality, uid, frame in rt if frame and frame not in ct_frames]
 
 
 def slice_gaps(positions: list[list[float]], orientation: list[float]) -> tuple[float | None,
@@ -79,4 +126,25 @@ def judge(course: CourseDraft) -> Verdict:
         spacing, gaps = slice_gaps([m.attrs["ImagePositionPatient"] for m in positioned],
                                    orientation)
         missing.extend(gaps)
-    return Verdict(complete=not missing, missing=missing, slice_spacing_mm=spacing)
+    if ct:
+        missing.extend(frame_of_reference_problems(
+            {m.frame_of_reference_uid for m in ct},
+            [(m.modality, m.sop_instance_uid, _member_frame(m)) for m in course.members
+             if m.modality in ("RTSTRUCT", "RTPLAN", "RTDOSE")]))
+    hints: list[str] = []
+    if ct:
+        announced = {a: [m.attrs[a] for m in ct if m.attrs.get(a) not in (None, "")]
+                     for a in ("ImagesInAcquisition", "NumberOfSlices")}
+        by_series: dict[str, int] = {}
+        for m in ct:
+            by_series[m.series_uid] = by_series.get(m.series_uid, 0) + 1
+        hints = announced_count_hints(max(by_series.values()), announced)
+    return Verdict(complete=not missing, missing=missing, slice_spacing_mm=spacing,
+                   possibly_incomplete=hints)
+
+
+def _member_frame(m) -> str:
+    """An RTSTRUCT's frame is the one its ReferencedFrameOfReferenceSequence names."""
+    if m.modality == "RTSTRUCT":
+        return (m.refs_of("frame_of_reference") or [m.frame_of_reference_uid])[0]
+    return m.frame_of_reference_uid

@@ -61,6 +61,9 @@ def volumes(course: QCCourse, config: QCConfig) -> Check:
                 if not lo <= cc <= hi:
                     problems.append(("warn", f"{name} {cc:.0f} cc outside {lo:g}-{hi:g} cc"))
                 break
+    if not details:
+        return skipped("autoseg_volumes", title, f"none of the {len(auto)} auto ROI(s) has a "
+                                                 "plausible range in qc.organ_volume_cc")
     return from_problems("autoseg_volumes", title, problems,
                          f"{len(details)} organ(s) within their ranges", details)
 
@@ -84,6 +87,9 @@ def laterality(course: QCCourse) -> Check:
             problems.append(("fail", f"{name} lies on the patient's "
                                      f"{'left' if found == 'L' else 'right'} "
                                      f"(centroid x {x:.0f} mm, {ref} {mid:.0f} mm)"))
+    if not details:
+        return skipped("autoseg_laterality", title, f"none of the {len(auto)} auto ROI(s) "
+                                                    "has a left/right marker in its name")
     return from_problems("autoseg_laterality", title, problems,
                          f"{len(details)} lateral organ(s) on their side", details)
 
@@ -126,6 +132,9 @@ def auto_vs_manual(course: QCCourse, config: QCConfig) -> Check:
             problems.append(("warn", f"{a}: Dice {d:.2f} < {config.dice_warn:g}"))
         elif h > config.hd95_warn_mm:
             problems.append(("warn", f"{a}: HD95 {h:.1f} mm > {config.hd95_warn_mm:g} mm"))
+    if not details:
+        return skipped("auto_vs_manual", title, f"{len(matched)} matching pair(s), but one "
+                                                "side of each is empty")
     low = min((x["dice"] for x in details), default=float("nan"))
     return from_problems("auto_vs_manual", title, problems,
                          f"{len(details)} pair(s), lowest Dice {low:.2f}", details)

@@ -11,6 +11,13 @@ from rtnode.radiomics.images import slice_offsets
 AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
+def is_axial(iop) -> bool:
+    """Rows along ±x and columns along ±y: an axial scan in any patient position (HFS writes
+    1,0,0,0,1,0; FFS -1,0,0,0,1,0; HFP -1,0,0,0,-1,0 …)."""
+    v = np.abs(np.asarray(iop, float))
+    return bool(np.allclose(v, AXIAL, atol=1e-3))
+
+
 def _gaps(course: QCCourse) -> np.ndarray:
     return np.diff(slice_offsets(course.images))
 
@@ -69,9 +76,9 @@ def orientation(course: QCCourse) -> Check:
     problems = []
     if len(iops) > 1:
         problems.append(("fail", f"{len(iops)} different ImageOrientationPatient in one series"))
-    elif not np.allclose(next(iter(iops)), AXIAL, atol=1e-3):
-        problems.append(("warn", f"not axial head-first: ImageOrientationPatient "
-                                 f"{list(next(iter(iops)))}"))
+    elif not is_axial(next(iter(iops))):
+        problems.append(("warn", f"not axial (oblique or another plane): "
+                                 f"ImageOrientationPatient {list(next(iter(iops)))}"))
     if len(positions) > 1:
         problems.append(("fail", f"PatientPosition differs between slices: {sorted(positions)}"))
     return from_problems("ct_orientation", title, problems,

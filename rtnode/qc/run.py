@@ -9,25 +9,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from rtnode.qc import autoseg_checks, ct_checks, dose_checks, structure_checks
-from rtnode.qc.checks import Check, from_problems, overall, skipped
+from rtnode.qc import autoseg_checks, course_checks, ct_checks, dose_checks, structure_checks
+from rtnode.qc.checks import Check, overall
 from rtnode.qc.config import QCConfig
 from rtnode.qc.course import QCCourse
 
 log = logging.getLogger(__name__)
 QC_JSON = "qc.json"
 REPORT_HTML = "report.html"
-
-
-def completeness(course: QCCourse) -> Check:
-    title = "Course completeness (course detector)"
-    if course.verdict is None:
-        return skipped("course_completeness", title, "no course detector verdict (standalone)")
-    missing = list(course.verdict.get("missing") or [])
-    problems = [("warn", "; ".join(missing))] if missing else []
-    if not course.verdict.get("complete", True) and not missing:
-        problems = [("warn", "the course ran incomplete after max-wait")]
-    return from_problems("course_completeness", title, problems, "complete")
 
 
 def run_checks(course: QCCourse, config: QCConfig | None = None) -> list[Check]:
@@ -48,7 +37,7 @@ def run_checks(course: QCCourse, config: QCConfig | None = None) -> list[Check]:
         lambda: autoseg_checks.volumes(course, config),
         lambda: autoseg_checks.laterality(course),
         lambda: autoseg_checks.auto_vs_manual(course, config),
-        lambda: completeness(course),
+        lambda: course_checks.completeness(course),
     ]
     ids = ["ct_orientation", "ct_slice_spacing", "ct_missing_slices", "rtstruct_references",
            "roi_contours", "roi_inside_image", "dose_units", "prescription", "dose_coverage",
@@ -59,9 +48,11 @@ def run_checks(course: QCCourse, config: QCConfig | None = None) -> list[Check]:
         try:
             checks.append(fn())
         except Exception as exc:  # a check that cannot run is itself a finding
-            log.warning("QC check %s could not run:\n%s", check_id, traceback.format_exc())
+            log.warning("QC check %s could not run: %s: %s", check_id, type(exc).__name__, exc)
+            log.debug("QC check %s:\n%s", check_id, traceback.format_exc())
             checks.append(Check(check_id, check_id, "fail",
                                 f"check could not run: {type(exc).__name__}: {exc}"))
+    checks.append(course_checks.required(course, checks, course.expected))
     return checks
 
 
@@ -81,7 +72,7 @@ def _clean(v: Any) -> Any:
 
 def write_qc(course: QCCourse, out_dir: Path, config: QCConfig | None = None) -> dict[str, Any]:
     """qc.json and report.html in out_dir; returns the qc.json document."""
-    from rtnode.qc.render import dvh_png, overlays_png
+    from rtnode.qc.render import dvh_png, overlays_png, roi_styles
     from rtnode.qc.report import render_html
 
     config = config or QCConfig()
@@ -93,16 +84,35 @@ def write_qc(course: QCCourse, out_dir: Path, config: QCConfig | None = None) ->
            "checks": [_clean(c.as_json()) for c in checks]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    overlays = dvh = None
-    if course.images:
-        try:
-            overlays = overlays_png(course, config.overlay_window)
-            dvh = dvh_png(course)
-        except Exception:  # pictures help; their absence must not cost the checks
-            log.warning("QC pictures failed:\n%s", traceback.format_exc())
+    overlays = _picture(overlays_png, course, config.overlay_window) if course.images else None
+    dvh = _picture(dvh_png, course)
     _write(out_dir / QC_JSON, json.dumps(doc, indent=2))
-    _write(out_dir / REPORT_HTML, render_html(checks, status, course.ids, overlays, dvh))
+    styles = roi_styles(course, _dvh_keys(course))
+    _write(out_dir / REPORT_HTML, render_html(checks, status, course, overlays, dvh, styles))
     return doc
+
+
+def _picture(fn, *args) -> bytes | None:
+    """A picture, or None with the reason logged: pictures help, their absence must not cost
+    the checks."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        log.warning("QC picture %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+        log.debug("QC picture:\n%s", traceback.format_exc())
+        return None
+
+
+def _dvh_keys(course: QCCourse) -> list[tuple[str, str]]:
+    """(source, ROI name) of every row of the DVH tables (none when they cannot be had)."""
+    try:
+        tables = course.dvh_tables
+    except Exception:  # the dose checks already report why the DVH cannot be computed
+        return []
+    if tables is None or tables.metrics.empty:
+        return []
+    return [(str(s), str(n)) for s, n in zip(tables.metrics.get("source", "manual"),
+                                             tables.metrics["roi_name"])]
 
 
 def _write(path: Path, text: str) -> None:

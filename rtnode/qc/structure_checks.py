@@ -26,12 +26,20 @@ def _roi_names(ds) -> dict[int, str]:
 
 
 def references(course: QCCourse) -> Check:
+    """Judges the received (manual) structure sets only: the auto-segmentation was made on the
+    course's own CT, so its references prove nothing about what was sent."""
     title = "RTSTRUCT references present image slices"
-    if not course.structure_sets:
-        return skipped("rtstruct_references", title, "no RTSTRUCT")
+    if not course.structure_sets.get("manual"):
+        return skipped("rtstruct_references", title,
+                       "no received RTSTRUCT" + (" (the auto-segmentation references the CT it "
+                                                 "was made on)"
+                                                 if course.structure_sets.get("auto") else ""))
     present = {str(d.SOPInstanceUID) for d in course.images}
     problems, details = [], []
+    n_referenced = 0
     for source, ds in _sets(course):
+        if source != "manual":
+            continue
         referenced: set[str] = set()
         for roi in getattr(ds, "ROIContourSequence", None) or []:
             for contour in getattr(roi, "ContourSequence", None) or []:
@@ -42,6 +50,7 @@ def references(course: QCCourse) -> Check:
                 for series in getattr(study, "RTReferencedSeriesSequence", None) or []:
                     for img in getattr(series, "ContourImageSequence", None) or []:
                         referenced.add(str(img.ReferencedSOPInstanceUID))
+        n_referenced += len(referenced)
         missing = sorted(referenced - present)
         if missing:
             problems.append(("fail", f"{source} RTSTRUCT references {len(missing)} image "
@@ -52,8 +61,11 @@ def references(course: QCCourse) -> Check:
         if struct_for and image_for and struct_for not in image_for:
             problems.append(("fail", f"{source} RTSTRUCT is on another FrameOfReferenceUID "
                                      f"than the image series"))
+    if not problems and not n_referenced:
+        return skipped("rtstruct_references", title,
+                       "the RTSTRUCT lists no referenced image slices to check")
     return from_problems("rtstruct_references", title, problems,
-                         "every referenced slice is present", details)
+                         f"all {n_referenced} referenced slice(s) are present", details)
 
 
 def contours(course: QCCourse) -> Check:
@@ -82,6 +94,8 @@ def contours(course: QCCourse) -> Check:
             if bad:
                 degenerate.append(f"{name} ({source}, {bad} contour(s))")
         empty += [f"{n} ({source})" for n in names.values() if n not in with_contours]
+    if not any(_roi_names(ds) for _, ds in _sets(course)):
+        return skipped("roi_contours", title, "the RTSTRUCT(s) define no ROI")
     problems = []
     if empty:
         problems.append(("warn", f"empty ROI(s): {', '.join(empty)}"))
@@ -109,6 +123,7 @@ def inside_image(course: QCCourse) -> Check:
     size[2] = (offsets[-1] + half) / spacing[2] + 0.5  # so that hi[2] is the last slice + half
     lo, hi = -0.5 - 1e-3, size - 0.5 + 1e-3
     outside = []
+    n_points = 0
     for source, ds in _sets(course):
         names = _roi_names(ds)
         for roi in getattr(ds, "ROIContourSequence", None) or []:
@@ -116,10 +131,14 @@ def inside_image(course: QCCourse) -> Check:
             n_out = 0
             for c in getattr(roi, "ContourSequence", None) or []:
                 pts = np.asarray([float(v) for v in c.ContourData]).reshape(-1, 3)
+                n_points += len(pts)
                 idx = ((pts - origin) @ direction) / spacing
                 n_out += int(np.any((idx < lo) | (idx > hi), axis=1).sum())
             if n_out:
                 outside.append(f"{name} ({source}, {n_out} point(s))")
     problems = [("fail", f"contour points outside the image: {', '.join(outside)}")] \
         if outside else []
-    return from_problems("roi_inside_image", title, problems, "every contour point is inside")
+    if not n_points:
+        return skipped("roi_inside_image", title, "no contour points to check")
+    return from_problems("roi_inside_image", title, problems,
+                         f"all {n_points} contour point(s) are inside")

@@ -3,6 +3,8 @@ self-contained report.html (checks table, contour/dose overlays, DVH plot).
 
 Runs after dvh and rtstruct (it reads the auto-segmentation's RTSTRUCT when there is one) and
 takes the course detector's verdict, so what was missing when the course ran is on the report.
+The DVHs it shows and judges are the dvh stage's own dvh_metrics.csv / dvh_curves.parquet when
+that stage wrote them; QC computes DVHs only when they are absent.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def course_for_qc(ctx: StageContext):
             break
     course = QCCourse(modality, images, verdict=dict(ctx.verdict or {}),
                       ids={"course_id": ctx.course_id, "patient_id": ctx.patient_id,
-                           "revision": ctx.revision})
+                           "revision": ctx.revision},
+                      dvh_dir=ctx.upstream.get("dvh"), radiomics_dir=ctx.upstream.get("radiomics"),
+                      expected=expected_modalities(ctx.rule))
     wanted = set(ctx.rule.get("dose", {}).get("rtdose") or [])
     course.doses = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("RTDOSE")
                     if not wanted or m.sop_instance_uid in wanted]
@@ -50,6 +54,16 @@ def course_for_qc(ctx: StageContext):
     return course
 
 
+def expected_modalities(rule: dict) -> set[str]:
+    """What the course's rule requires it to hold (match.modalities, match.has_rtdose): the
+    checks of those objects must run for the course to be fit for analysis."""
+    match = rule.get("match") or {}
+    out = {str(m).upper() for m in match.get("modalities") or []}
+    if match.get("has_rtdose") is True:
+        out.add("RTDOSE")
+    return out
+
+
 def run_qc(ctx: StageContext) -> None:
     from rtnode.qc.run import write_qc
 
@@ -57,7 +71,7 @@ def run_qc(ctx: StageContext) -> None:
 
 
 STAGE = register(Stage(
-    name="qc", queue="cpu", run=run_qc, uses=("rtstruct", "dvh"),
+    name="qc", queue="cpu", run=run_qc, uses=("rtstruct", "dvh", "radiomics"),
     writes=("qc.json", "report.html"), timeout=900,
     description="QC checks (CT geometry, references, contours, dose, auto-segmentation, DVH vs "
                 "TPS, completeness): qc.json and report.html"))
