@@ -89,6 +89,7 @@ def serve(
     from rtnode.courses.rules import RulesError
     from rtnode.logs import setup_logging
     from rtnode.node import Node, NodeAlreadyRunning
+    from rtnode.web.server import HttpStartError
 
     cfg = get_config(config)
     try:
@@ -110,6 +111,8 @@ def serve(
             err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except NodeAlreadyRunning as exc:
+        raise fail(str(exc)) from None
+    except HttpStartError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot start the listener on {cfg.dicom.bind}:{cfg.dicom.port}: "

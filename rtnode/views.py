@@ -171,30 +171,34 @@ def stages_json(cfg: Config) -> list[dict[str, Any]]:
             for s in load_stages(cfg.stages.plugins).values()]
 
 
-def listing(cfg: Config, kind: str, **filters) -> list[dict[str, Any]]:
-    """``rtnode studies|series|instances --json``."""
+def listing(cfg: Config, kind: str, index=None, **filters) -> list[dict[str, Any]]:
+    """``rtnode studies|series|instances --json`` (``index``: an open one to read)."""
     if kind not in ("studies", "series", "instances"):
         raise NotFound(f"no listing {kind!r}")
-    index = open_index(cfg)
+    own = index is None
+    index = open_index(cfg) if own else index
     if index is None:
         return []
     try:
         return getattr(index, kind)(**filters)
     finally:
-        index.close()
+        if own:
+            index.close()
 
 
-def retrievals_json(cfg: Config) -> list[dict[str, Any]]:
+def retrievals_json(cfg: Config, index=None) -> list[dict[str, Any]]:
     """``rtnode retrievals --json``."""
     from rtnode.cohorts.retrieve import list_jobs
 
-    index = open_index(cfg)
+    own = index is None
+    index = open_index(cfg) if own else index
     if index is None:
         return []
     try:
         return list_jobs(index)
     finally:
-        index.close()
+        if own:
+            index.close()
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -291,3 +295,48 @@ def send_course(cfg: Config, book, course_id: int, to: str | None = None) -> lis
     for r in reports:
         r.setdefault("file", rtstruct.name)
     return reports
+
+
+# -- configuration and rules -------------------------------------------------------------------
+
+#: config keys whose values are never shown outside the config file
+SECRET_KEYS = ("token", "password", "secret")
+
+
+def _hide(data: Any, key: str = "") -> Any:
+    import re
+
+    if isinstance(data, dict):
+        return {k: _hide(v, str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_hide(v, key) for v in data]
+    if data is not None and any(s in key.lower() for s in SECRET_KEYS):
+        return "(hidden)"
+    if isinstance(data, str) and "://" in data:
+        return re.sub(r"://[^/@\s]*@", "://(hidden)@", data)  # credentials in a URL
+    return data
+
+
+def effective_config(cfg: Config, hide_secrets: bool = True) -> dict[str, Any]:
+    """The configuration in effect (file + environment + defaults): what ``rtnode config show``
+    prints; secrets (tokens, passwords, credentials in URLs) hidden unless asked."""
+    data = cfg.model_dump(mode="json")
+    data["storage"]["root"] = str(cfg.storage_root)
+    return _hide(data) if hide_secrets else data
+
+
+def rules_json(cfg: Config) -> list[dict[str, Any]]:
+    """The routing rules in force, in matching order, each with the file:line it came from."""
+    from rtnode.courses.rules import RulesError, load_rules
+    from rtnode.stages.base import load_stages
+
+    try:
+        rules = load_rules(cfg.rules_dir, load_stages(cfg.stages.plugins))
+    except RulesError as exc:
+        raise Conflict("rules error: " + "; ".join(exc.problems)) from None
+    out = []
+    for rule, source in zip(rules.rules, rules.sources):
+        data = rule.model_dump(mode="json")
+        data["match"] = {k: v for k, v in data["match"].items() if v not in (None, [], "")}
+        out.append({"source": source, **data})
+    return out

@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 
 # chromium: the tests render QC reports headless and look at the screenshot
-APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium)
+APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
