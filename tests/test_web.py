@@ -233,7 +233,7 @@ def test_metrics_parse_and_move_when_instances_arrive(web_node, tmp_path):
     assert store_responses(storescu(node.port, cts[:1]).stdout) == ["Success"]  # duplicate
     bad = _variant(cts[0], tmp_path / "no_study.dcm", StudyInstanceUID=None)
     storescu(node.port, [bad])
-    assert echoscu(node.port, called="NOT_US").returncode != 0
+    assert echoscu(node.port, called="NOT_US", calling="<b>XSS</b>").returncode != 0
     m1 = metrics(node)
     assert m1[("rtnode_instances_received_total", ())] == received0 + 3
     assert m1[("rtnode_instances_duplicate_total", ())] == \
@@ -243,6 +243,9 @@ def test_metrics_parse_and_move_when_instances_arrive(web_node, tmp_path):
     assert m1[("rtnode_associations_rejected_total", (("reason", "called_ae_not_ours"),))] == \
         m0.get(("rtnode_associations_rejected_total",
                 (("reason", "called_ae_not_ours"),)), 0) + 1
+    # the refusal is on the dashboard, its calling AE title shown as text, not markup
+    page = httpx.get(node.http_url + "/", headers=AUTH, timeout=60).text
+    assert "&lt;b&gt;XSS&lt;/b&gt;" in page and "<b>XSS</b>" not in page
 
 
 def test_healthz_reports_each_part(web_node):
