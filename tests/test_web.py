@@ -46,7 +46,9 @@ def web_node(tmp_path_factory):
     folder = tmp_path_factory.mktemp("webnode")
     node = NodeProcess(write_config(folder, http={"token": TOKEN,
                                                   "username": "physicist",
-                                                  "password": "correct horse"})).start()
+                                                  "password": "correct horse"},
+                                    remotes={"PACS": {"ae_title": "PACS", "host": "127.0.0.1",
+                                                      "port": 104}})).start()
     files = write_course(folder / "course", Patient(patient_id="WEB1"))
     r = storescu(node.port, [f for group in files.values() for f in group])
     assert set(store_responses(r.stdout)) == {"Success"}
@@ -61,8 +63,26 @@ def api(node, path: str, **kw) -> httpx.Response:
     return httpx.get(node.http_url + path, headers=AUTH, timeout=60, **kw)
 
 
+def add_retrieval_job(node) -> None:
+    """A cohort job as `rtnode retrieve` records it (one series to move), so that the
+    retrievals listing has a row to compare."""
+    from rtnode.cohorts.retrieve import FoundSeries, Retriever
+    from rtnode.cohorts.selectors import Selectors
+    from rtnode.config import load_config
+    from rtnode.store.index import Index
+
+    index = Index(node.storage / "index.sqlite")
+    try:
+        retriever = Retriever(load_config(node.config), index, "PACS", lambda event: None)
+        retriever.create_job(Selectors(patient_ids=["COHORT1"], modalities=["CT"]),
+                             [FoundSeries("COHORT1", "1.2.3.4", "1.2.3.4.5", "CT", 10, 0)])
+    finally:
+        index.close()
+
+
 def test_every_listing_has_the_cli_json_keys(web_node):
     node = web_node
+    add_retrieval_job(node)
     pairs = [
         ("/api/v1/status", ["status"]),
         ("/api/v1/studies", ["studies"]),

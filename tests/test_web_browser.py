@@ -122,6 +122,7 @@ def test_dashboard_course_page_and_requeue_in_chromium(node_factory, browser, tm
         return None
     # no reload: static/live.js refreshes the stage table in place
     started = WebDriverWait(browser, 240, poll_frequency=0.5).until(dvh_ran_again)
+    wait.until(lambda d: d.find_element(By.ID, "course-badge").text == "done")
     shot("course-after-requeue")
     dvh = next(s for s in node.cli_json("course", "show", "1")["stages"] if s["stage"] == "dvh")
     assert dvh["state"] == "done" and dvh["started_at"] == started > before

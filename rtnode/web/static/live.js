@@ -8,6 +8,11 @@
         if (html !== null && html !== el.dataset.last) {
           el.dataset.last = html;
           el.innerHTML = html;
+          // elements marked data-mirror="ID" update another part of the page (a state badge)
+          el.querySelectorAll("[data-mirror]").forEach(function (m) {
+            var target = document.getElementById(m.dataset.mirror);
+            if (target) { target.textContent = m.textContent; target.className = m.className; }
+          });
         }
       })
       .catch(function () {});
