@@ -313,3 +313,29 @@ def test_http_port_in_use_stops_the_node_with_the_key_named(tmp_path):
         assert node.proc.returncode == 2
     finally:
         taken.close()
+
+
+def test_http_can_be_switched_off(node_factory):
+    node = node_factory(http={"enabled": False})
+    assert node.http_url is None
+    assert node.cli_json("status")["node"]["up"]
+    port = yaml.safe_load(node.config.read_text())["http"]["port"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+
+
+@pytest.mark.parametrize("http, message", [
+    ("{username: physicist}", "http.username and http.password go together"),
+    ("{tls_cert: cert.pem}", "http.tls_cert and http.tls_key go together"),
+    ("{token: short}", "http.token must be at least 8 characters"),
+    ("{port: 0}", "greater than or equal to 1"),
+])
+def test_http_config_errors_name_file_and_key(tmp_path, http, message):
+    from rtnode.config import ConfigError, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"storage: {{root: s}}\nhttp: {http}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ={})
+    text = str(exc.value)
+    assert str(path) in text and "http" in text and message in text

@@ -130,13 +130,18 @@ def progress(course: dict[str, Any]) -> dict[str, int]:
             "failed": sum(s["state"] == "failed" for s in parents)}
 
 
-def course_page_data(ctx: WebContext, course_id: int) -> dict[str, Any]:
+def course_page_data(ctx: WebContext, course_id: int, full: bool = True) -> dict[str, Any]:
+    """Everything the course page shows; ``full=False``: only the live stage table's part."""
     book = ctx.book()
     row = views.course_or_error(book, course_id)
-    course = views.course_json(book, row, ctx.cfg, detail=True)
+    course = views.course_json(book, row, ctx.cfg, detail=full)
     latest = book.latest_revision(course_id)
     plan = json.loads(latest["plan"]) if latest else {}
     verdict = json.loads(row["verdict"] or "{}")
+    runs, span = timeline(course["stages"])
+    data = {"course": course, "runs": runs, "span": span, "progress": progress(course)}
+    if not full:
+        return data
     series: dict[str, dict[str, Any]] = {}
     for o in course["objects"]:
         s = series.setdefault(o["series_uid"], {"modality": o["modality"], "series_uid":
@@ -145,14 +150,12 @@ def course_page_data(ctx: WebContext, course_id: int) -> dict[str, Any]:
         s["last"] = max(s["last"], o["received_at"] or "")
     files = outputs.course_files(ctx.cfg, book, course_id) if latest else {}
     columns, rows = outputs.dvh_metrics(files.get("dvh_metrics.csv"))
-    runs, span = timeline(course["stages"])
-    return {
-        "course": course, "verdict_words": verdict_words(course, verdict),
+    return data | {
+        "verdict_words": verdict_words(course, verdict),
         "missing": verdict.get("missing", []),
         "modalities": Counter(o["modality"] for o in course["objects"]),
         "series": sorted(series.values(), key=lambda s: (s["modality"], s["series_uid"])),
         "dose_lines": dose_words(plan.get("dose") or {}) if latest else [],
-        "runs": runs, "span": span, "progress": progress(course),
         "files": files, "known": outputs.KNOWN,
         "dvh_columns": outputs.dvh_summary_columns(columns), "dvh_rows": rows,
     }
@@ -204,7 +207,7 @@ def course_page(request: Request, course_id: int):
 @router.get("/courses/{course_id}/fragments/stages", response_class=HTMLResponse)
 def stages_fragment(request: Request, course_id: int):
     ctx = page_reader(request)
-    return render(request, "_stages.html", **course_page_data(ctx, course_id))
+    return render(request, "_stages.html", **course_page_data(ctx, course_id, full=False))
 
 
 @router.get("/courses/{course_id}/files/{name:path}")
