@@ -7,9 +7,7 @@ standard error and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -91,6 +89,7 @@ def serve(
     from rtnode.courses.rules import RulesError
     from rtnode.logs import setup_logging
     from rtnode.node import Node, NodeAlreadyRunning
+    from rtnode.web.server import HttpStartError
 
     cfg = get_config(config)
     try:
@@ -112,6 +111,8 @@ def serve(
             err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except NodeAlreadyRunning as exc:
+        raise fail(str(exc)) from None
+    except HttpStartError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot start the listener on {cfg.dicom.bind}:{cfg.dicom.port}: "
@@ -156,59 +157,9 @@ def echo(
 
 # -- status and listings -----------------------------------------------------------------------
 
-def _open_index(cfg: Config):
-    from rtnode.store.index import Index
-
-    path = cfg.storage_root / "index.sqlite"
-    if not path.exists():
-        return None
-    return Index(path, durable=cfg.storage.fsync)
-
-
-def node_status(cfg: Config) -> dict[str, Any]:
-    """The data behind ``rtnode status``; the keys are the documented JSON keys."""
-    from rtnode.courses.book import CourseBook
-    from rtnode.node_info import node_is_up, pid_alive, read_node_info
-
-    root = cfg.storage_root
-    info = read_node_info(root)
-    up = node_is_up(info)
-    index = _open_index(cfg)
-    counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0}
-    events: dict[str, int] = {}
-    last = None
-    courses: dict[str, int] = {}
-    queues: dict[str, dict[str, int]] = {}
-    paused: set[str] = set()
-    if index is not None:
-        counts, events, last = index.counts(), index.event_counts(), index.last_received()
-        book = CourseBook(index)
-        courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
-        index.close()
-    workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
-               for w in (info.workers if info else [])]
-    probe = root if root.exists() else root.parent
-    free_gb = shutil.disk_usage(probe).free / 1024**3 if probe.exists() else None
-    return {
-        "version": __version__,
-        "node": {
-            "up": up,
-            "pid": info.pid if info and up else None,
-            "ae_title": info.ae_title if info and up else cfg.dicom.ae_title,
-            "port": info.port if info and up else cfg.dicom.port,
-            "started_at": info.started_at if info and up else None,
-        },
-        "counts": counts,
-        "events": {k: events.get(k, 0) for k in ("received", "duplicate", "replaced",
-                                                  "rejected", "association_rejected")},
-        "last_received": last,
-        "courses": courses,
-        "queues": {q: {**{"pending": 0, "queued": 0, "running": 0}, **queues.get(q, {}),
-                       "paused": q in paused} for q in ("gpu", "cpu")},
-        "workers": workers if up else [],
-        "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
-                    "min_free_gb": cfg.storage.min_free_gb},
-    }
+# The views behind every --json listing live in rtnode/views.py, shared with the REST API.
+from rtnode.views import ViewError, course_json, node_status  # noqa: E402
+from rtnode.views import open_index as _open_index  # noqa: E402
 
 
 @app.command()
@@ -296,40 +247,12 @@ def _book(cfg: Config):
 
 
 def _course_or_fail(book, course_id: int) -> dict[str, Any]:
-    row = book.course(course_id)
-    if row is None:
-        raise fail(f"no course {course_id} (see rtnode courses)")
-    return row
+    from rtnode import views
 
-
-def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) -> dict[str, Any]:
-    """A course as the documented --json object."""
-    latest = book.latest_revision(row["id"])
-    revision = latest["revision"] if latest else 0
-    verdict = json.loads(row["verdict"] or "{}")
-    runs = book.runs(row["id"]) if latest else []
-    out: dict[str, Any] = {
-        "id": row["id"], "patient_id": row["patient_id"], "revision": revision,
-        "state": row["state"], "tag": row["tag"], "rule": row["rule"],
-        "calling_ae": row["calling_ae"], "instance_count": row["instance_count"],
-        "complete": bool(verdict.get("complete")), "missing": verdict.get("missing", []),
-        "possibly_incomplete": verdict.get("possibly_incomplete", []),
-        "last_received_at": row["last_received_at"],
-        "stages": [{k: r[k] for k in ("stage", "part", "queue", "state", "reason", "attempts",
-                                      "footprint", "reused_revision", "queued_at",
-                                      "started_at", "finished_at")} for r in runs],
-        "output_dir": str(cfg.storage_root / "courses" / str(row["id"]) / f"r{revision}")
-        if revision else None,
-    }
-    if detail:
-        members = json.loads(row["members"] or "[]")
-        out["objects"] = [{k: m[k] for k in ("modality", "sop_instance_uid", "series_uid",
-                                            "received_at", "path")} for m in members]
-        out["revisions"] = [dict(r) | {"members": len(json.loads(r["members"]))}
-                            for r in book.index.query(
-                                "SELECT revision, created_at, rule, members FROM revisions"
-                                " WHERE course_fk=? ORDER BY revision", (row["id"],))]
-    return out
+    try:
+        return views.course_or_error(book, course_id)
+    except ViewError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -388,40 +311,25 @@ def requeue(
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Run stages again: one course (all stages, one, or from one on), or every failed run."""
+    from rtnode import views
+
     cfg = get_config(config)
     book = _book(cfg)
     if failed:
         if course_id is not None or stage or from_stage:
             raise fail("--failed takes no course id, --stage or --from-stage")
         try:
-            if since:
-                dt.date.fromisoformat(since)
-        except ValueError:
-            raise fail(f"--since {since!r}: use YYYY-MM-DD") from None
-        rows = book.index.query(
-            "SELECT DISTINCT course_fk FROM stage_runs WHERE state='failed'"
-            " AND finished_at >= ?", (since or "",))
-        n = sum(book.requeue(r[0], only_failed=True) for r in rows)
-        out.print(f"requeued {n} failed stage run(s) in {len(rows)} course(s)")
+            n, n_courses = views.requeue_failed(book, since)
+        except ViewError as exc:
+            raise fail(str(exc)) from None
+        out.print(f"requeued {n} failed stage run(s) in {n_courses} course(s)")
         return
     if course_id is None:
         raise fail("give a course id, or --failed")
-    _course_or_fail(book, course_id)
-    runs = book.runs(course_id)
-    if not runs:
-        raise fail(f"course {course_id} has not run yet: nothing to requeue")
-    names = [r["stage"] for r in runs if not r["part"]]
-    for opt, value in (("--stage", stage), ("--from-stage", from_stage)):
-        if value is not None and value not in names:
-            raise fail(f"{opt} {value!r}: course {course_id} has stages {', '.join(names)}")
-    if stage:
-        selected = [stage] + [r["stage"] for r in runs
-                              if r["state"] == "skipped" and r["reason"].startswith("upstream ")]
-    elif from_stage:
-        selected = names[names.index(from_stage):]
-    else:
-        selected = None
-    n = book.requeue(course_id, selected)
+    try:
+        n = views.requeue(book, course_id, stage, from_stage)
+    except ViewError as exc:
+        raise fail(str(exc)) from None
     book.index.close()
     out.print(f"course {course_id}: {n} stage run(s) back to pending")
 
@@ -445,53 +353,28 @@ def send_course_cli(
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """C-STORE a course's auto-contoured RTSTRUCT now, e.g. after the PACS was down."""
-    from rtnode.courses.book import DONE, FAILED, SKIPPED
-    from rtnode.stages.runner import course_dir
-    from rtnode.stages.rtstruct import RTSTRUCT_AUTO
-    from rtnode.stages.send import SendFailed, destinations_for, send_to
+    from rtnode import views
 
     cfg = get_config(config)
     book = _book(cfg)
-    row = _course_or_fail(book, course_id)
-    runs = {r["stage"]: r for r in book.runs(course_id) if not r["part"]}
-    made = runs.get("rtstruct")
-    if made is None or made["state"] not in (DONE, SKIPPED):
-        raise fail(f"course {course_id} has no auto-contoured RTSTRUCT yet")
-    rtstruct = course_dir(cfg.storage_root, course_id,
-                          made["reused_revision"] or made["revision"]) / RTSTRUCT_AUTO
-    if not rtstruct.exists():
-        raise fail(f"course {course_id}: {rtstruct} does not exist")
-    latest = book.latest_revision(course_id)
     try:
-        names = [to] if to else destinations_for(cfg, json.loads(latest["plan"]),
-                                                 row["calling_ae"])
-        if to and to not in cfg.destinations:
-            raise ValueError(f"--to {to!r}: not in the config's destinations "
-                             f"({', '.join(sorted(cfg.destinations)) or 'none'})")
-    except ValueError as exc:
+        reports = views.send_course(cfg, book, course_id, to)
+    except views.SendError as exc:
+        raise fail(str(exc), 1) from None
+    except ViewError as exc:
         raise fail(str(exc)) from None
-    if not names:
-        raise fail(f"no destination for course {course_id}: give --to NAME")
-    try:
-        reports = send_to(cfg, [rtstruct], names)
-    except SendFailed as exc:
-        raise fail(f"send failed: {exc}", 1) from None
     for r in reports:
-        out.print(f"[green]sent[/] {rtstruct.name} to {r['destination']} "
+        out.print(f"[green]sent[/] {r['file']} to {r['destination']} "
                   f"({len(r['attempts'])} attempt(s))")
-    send_run = runs.get("send")
-    if to is None and send_run is not None and send_run["state"] in (FAILED, SKIPPED):
-        book.transition(send_run["id"], DONE, expect=[FAILED, SKIPPED],
-                        reason="sent by rtnode send")
-        book.set_state(course_id, "running")  # the scheduler settles it to done/failed
 
 
 def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
+    from rtnode import views
+
     if queue not in (None, "gpu", "cpu"):
         raise fail(f"queue must be gpu or cpu, not {queue!r}")
     book = _book(get_config(config))
-    for q in ([queue] if queue else ["gpu", "cpu"]):
-        book.set_paused(q, paused)
+    for q in views.set_paused(book, queue, paused):
         out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
 
 
@@ -512,14 +395,9 @@ def queue_resume(queue: Optional[str] = typer.Argument(None, help="gpu or cpu (d
 @app.command("stages")
 def list_stages(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
     """The stages this installation can run (built-in and stages.plugins)."""
-    from rtnode.stages.base import load_stages, stage_timeout
+    from rtnode.views import stages_json
 
-    cfg = get_config(config)
-    rows = [{"name": s.name, "queue": s.queue, "needs": list(s.needs), "after": list(s.after),
-             "uses": list(s.uses),
-             "writes": list(s.writes), "timeout_s": stage_timeout(s, cfg),
-             "description": s.description}
-            for s in load_stages(cfg.stages.plugins).values()]
+    rows = stages_json(get_config(config))
     if as_json:
         print_json(rows)
     else:

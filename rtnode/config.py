@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rtnode.dvh.config import DVHConfig
 from rtnode.qc.config import QCConfig
@@ -138,6 +138,38 @@ class StagesConfig(Section):
                                description="importable modules that register more stages")
 
 
+class HttpConfig(Section):
+    """The web dashboard, REST API (/api/v1), /metrics and /healthz served by ``rtnode serve``.
+
+    Reading needs no login unless a token or a user is configured; then every page and API call
+    that shows patient data needs one, and changing state (requeue, cancel, send, pause) always
+    does: with neither configured, the actions are switched off."""
+
+    enabled: bool = Field(True, description="serve HTTP beside the DICOM listener")
+    bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 = every interface)")
+    port: int = Field(8043, ge=1, le=65535, description="TCP port of the dashboard and API")
+    token: str | None = Field(None, description="shared secret: 'Authorization: Bearer <token>' "
+                              "or the login form")
+    username: str | None = Field(None, description="HTTP basic auth / login form user")
+    password: str | None = Field(None, description="password of http.username")
+    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key: HTTPS only")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "HttpConfig":
+        if (self.username is None) != (self.password is None):
+            raise ValueError("http.username and http.password go together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("http.token must be at least 8 characters")
+        return self
+
+    @property
+    def auth_configured(self) -> bool:
+        return self.token is not None or self.username is not None
+
+
 class LoggingConfig(Section):
     """Log level and an optional log file (relative paths resolve against storage.root)."""
 
@@ -164,6 +196,7 @@ class Config(Section):
     remotes: dict[str, RemoteConfig] = Field(
         default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     _source: Path | None = PrivateAttr(None)
 
@@ -190,6 +223,13 @@ class Config(Section):
     def rules_dir(self) -> Path:
         d = self.courses.rules_dir.expanduser()
         return (d if d.is_absolute() else self.base_dir / d).resolve()
+
+    def http_path(self, path: Path | None) -> Path | None:
+        """An http.tls_* file; relative paths resolve against the config folder."""
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     @property
     def log_file(self) -> Path | None:

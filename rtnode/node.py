@@ -32,6 +32,7 @@ from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
 from rtnode.store.index import utc_now
 from rtnode.store.schema import SCHEMA_VERSION
+from rtnode.web.server import start_web
 
 log = logging.getLogger("rtnode.node")
 
@@ -138,6 +139,11 @@ class Node:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         scp.start()  # first: a port already in use stops us before any worker is spawned
+        try:
+            web = start_web(self.config, scp)  # dashboard, API, /metrics (http.enabled)
+        except Exception:
+            scp.stop(0)
+            raise
         pool.start()
         pipeline.start()
         self._log_start(archive, scp.port, capacity)
@@ -155,6 +161,8 @@ class Node:
                 self.stopping.wait(SUPERVISE_S)
         finally:
             drained = scp.stop(DRAIN_SECONDS)
+            if web is not None:
+                web.stop()
             pipeline.stop()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)

@@ -74,13 +74,15 @@ def write_config(folder: Path, **sections: dict) -> Path:
     """A config.yaml under folder with storage.root = folder/storage and the given sections.
 
     Courses settle fast (quiet 2 s, max-wait 8 s, polled every 0.3 s) and read the repository's
-    rules/ unless a test says otherwise."""
+    rules/ unless a test says otherwise; the HTTP dashboard listens on a free loopback port."""
     data: dict = {"dicom": {"bind": "127.0.0.1", "port": free_port()},
                   "storage": {"root": "storage", "min_free_gb": 0.0},
                   "courses": {"quiet_seconds": 2.0, "max_wait_seconds": 8.0,
                               "poll_seconds": 0.3,
                               "rules_dir": str(Path(__file__).parents[1] / "rules")},
-                  "workers": {"cpu_workers": 2}}
+                  "workers": {"cpu_workers": 2},
+                  # the dashboard too, on its own free port (never the default 8043)
+                  "http": {"port": free_port()}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     path = folder / "config.yaml"
@@ -98,6 +100,9 @@ class NodeProcess:
             [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]), **(env or {})}
         data = yaml.safe_load(self.config.read_text())
         self.port = int(data["dicom"]["port"])
+        http = data.get("http") or {}
+        self.http_url = (f"{'https' if http.get('tls_cert') else 'http'}://127.0.0.1:"
+                         f"{http.get('port', 8043)}") if http.get("enabled", True) else None
         self.ae_title = data["dicom"].get("ae_title", "RTNODE")
         self.storage = self.config.parent / data["storage"]["root"]
         self.log_path = self.config.parent / f"serve-{self.port}.log"

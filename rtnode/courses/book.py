@@ -259,3 +259,54 @@ class CourseBook:
         for state, n in self.index.query("SELECT state, COUNT(*) FROM courses GROUP BY state"):
             counts[state] = n
         return counts
+
+    # -- read-only queries for the CLI views, the web dashboard and /metrics ------------------
+    # (kept together here so that an index backend other than SQLite has one place to adapt)
+
+    def revisions_summary(self, course_id: int) -> list[dict[str, Any]]:
+        """Every revision of a course: number, when, which rule, how many members."""
+        return [{"revision": r["revision"], "created_at": r["created_at"], "rule": r["rule"],
+                 "members": len(json.loads(r["members"]))}
+                for r in self.index.query("SELECT revision, created_at, rule, members FROM"
+                                          " revisions WHERE course_fk=? ORDER BY revision",
+                                          (course_id,))]
+
+    def failed_course_ids(self, since: str = "") -> list[int]:
+        """Courses with a stage run that failed at or after ``since`` (ISO date; '' = ever)."""
+        return [r[0] for r in self.index.query(
+            "SELECT DISTINCT course_fk FROM stage_runs WHERE state='failed'"
+            " AND finished_at >= ? ORDER BY course_fk", (since or "",))]
+
+    def recent_failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest failed stage runs (any revision), with their course's patient."""
+        return [dict(r) for r in self.index.query(
+            "SELECT s.course_fk AS course_id, c.patient_id, s.revision, s.stage, s.part,"
+            " s.queue, s.reason, s.attempts, s.finished_at FROM stage_runs s"
+            " JOIN courses c ON c.id = s.course_fk WHERE s.state='failed'"
+            " ORDER BY s.finished_at DESC LIMIT ?", (limit,))]
+
+    def event_counts_by(self, kind: str) -> list[dict[str, Any]]:
+        """Events of one kind counted by (status, detail): the reasons of rejections."""
+        return [dict(r) for r in self.index.query(
+            "SELECT status, detail, COUNT(*) AS n FROM events WHERE kind=?"
+            " GROUP BY status, detail", (kind,))]
+
+    def stage_events_after(self, after_id: int, limit: int = 10000) -> list[dict[str, Any]]:
+        """Stage transitions (kind 'stage') with id > after_id, oldest first, each with its
+        run's ``run``, ``state``, ``stage`` and ``queue``: what /metrics turns into durations
+        and failure counts."""
+        events = [dict(r) for r in self.index.query(
+            "SELECT id, at, detail FROM events WHERE kind='stage' AND id > ? ORDER BY id"
+            " LIMIT ?", (after_id, limit))]
+        for e in events:
+            e.update(json.loads(e.pop("detail") or "{}"))
+        ids = sorted({e["run"] for e in events if isinstance(e.get("run"), int)})
+        names: dict[int, tuple[str, str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            names.update({r[0]: (r[1], r[2]) for r in self.index.query(
+                f"SELECT id, stage, queue FROM stage_runs WHERE id IN"
+                f" ({','.join('?' * len(chunk))})", tuple(chunk))})
+        for e in events:
+            e["stage"], e["queue"] = names.get(e.get("run"), ("", ""))
+        return events
