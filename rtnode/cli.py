@@ -157,12 +157,28 @@ def echo(
 # -- status and listings -----------------------------------------------------------------------
 
 def _open_index(cfg: Config):
-    from rtnode.store.index import Index
+    from rtnode.store.index import index_exists, open_index
 
-    path = cfg.storage_root / "index.sqlite"
-    if not path.exists():
+    if not index_exists(cfg):
         return None
-    return Index(path, durable=cfg.storage.fsync)
+    return open_index(cfg)
+
+
+def registered_workers(cfg: Config, index=None) -> list[dict[str, Any]]:
+    """Every worker in the registry (any host), with its slots and last heartbeat."""
+    from rtnode.queue.registry import Registry
+
+    own = index is None
+    index = index or _open_index(cfg)
+    if index is None:
+        return []
+    try:
+        return [{k: w[k] for k in ("id", "host", "pid", "queue", "slots", "device",
+                                   "started_at", "heartbeat_at", "age_s", "live")}
+                for w in Registry(index, cfg.workers.heartbeat_timeout).workers()]
+    finally:
+        if own:
+            index.close()
 
 
 def node_status(cfg: Config) -> dict[str, Any]:
@@ -180,10 +196,12 @@ def node_status(cfg: Config) -> dict[str, Any]:
     courses: dict[str, int] = {}
     queues: dict[str, dict[str, int]] = {}
     paused: set[str] = set()
+    registry: list[dict[str, Any]] = []
     if index is not None:
         counts, events, last = index.counts(), index.event_counts(), index.last_received()
         book = CourseBook(index)
         courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
+        registry = registered_workers(cfg, index)
         index.close()
     workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
                for w in (info.workers if info else [])]
@@ -206,6 +224,7 @@ def node_status(cfg: Config) -> dict[str, Any]:
         "queues": {q: {**{"pending": 0, "queued": 0, "running": 0}, **queues.get(q, {}),
                        "paused": q in paused} for q in ("gpu", "cpu")},
         "workers": workers if up else [],
+        "registry": registry,
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
     }
@@ -236,6 +255,9 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
                   f"{d['running']} running{' (PAUSED)' if d['paused'] else ''}")
     alive = [w for w in s["workers"] if w["alive"]]
     out.print(f"workers:       {len(alive)} of {len(s['workers'])} consumer process(es) alive")
+    for w in s["registry"]:
+        out.print(f"  {w['queue']} on {w['host']} (pid {w['pid']}): {w['slots']} slot(s), "
+                  f"heartbeat {w['age_s']:g} s ago{'' if w['live'] else ' [red](silent)[/]'}")
     st = s["storage"]
     out.print(f"storage:       {st['root']} ({st['free_gb']} GB free, "
               f"refuses below {st['min_free_gb']} GB)")
@@ -589,6 +611,17 @@ def worker(
 
 
 @app.command()
+def workers(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Every registered queue worker, on any host: queue, host, pid, slots, last heartbeat."""
+    rows = registered_workers(get_config(config))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["queue", "host", "pid", "slots", "device", "heartbeat_at", "age_s",
+                           "live"], "workers")
+
+
+@app.command()
 def demo(
     to: Optional[str] = typer.Option(None, "--to", help="AE@HOST:PORT of the node (default: "
                                      "this config's AE title and port on this host)."),
@@ -662,10 +695,10 @@ def retrieve(
         parse_study_date,
         read_patients_file,
     )
-    from rtnode.store.index import Index
+    from rtnode.store.index import open_index
 
     cfg = get_config(config)
-    index = Index(cfg.storage_root / "index.sqlite", durable=cfg.storage.fsync)
+    index = open_index(cfg)
     try:
         win = Window.parse(window) if window else None
         if resume is not None:
