@@ -189,8 +189,10 @@ class CourseBook:
         """Give a pending run the token its message will carry (or take it back with ''),
         before the message is enqueued: a worker may claim a pending run holding its token,
         so the run is marked queued only once the broker took the message."""
-        sql = "UPDATE stage_runs SET token=? WHERE id=? AND state=?"
-        args: list[Any] = [token, run_id, PENDING]
+        # queued_at = when the message went out, kept even if a worker claims the run before
+        # the scheduler marks it queued
+        sql = "UPDATE stage_runs SET token=?, queued_at=? WHERE id=? AND state=?"
+        args: list[Any] = [token, utc_now() if token else "", run_id, PENDING]
         if if_token is not None:
             sql += " AND token=?"
             args.append(if_token)

@@ -121,8 +121,8 @@ class Registry:
         for run in self.index.query("SELECT * FROM stage_runs WHERE state=? AND worker_id != ''",
                                     (RUNNING,)):
             if run["worker_id"] not in live:
-                n += release_run(book, dict(run), f"worker {run['worker_id']} stopped its "
-                                                  "heartbeat")
+                n += release_run(book, dict(run), f"worker {run['worker_id']} is gone "
+                                                  "(no live heartbeat)")
         return n
 
     def forget_dead(self) -> int:
