@@ -21,6 +21,7 @@ from test_courses import settled, stage, write_course
 from rtnode.phantom import Patient
 
 pytestmark = pytest.mark.network
+# Peers (redis, postgres) are requested before node_factory, so the node stops before them.
 
 REMOTE = "remote-host-1"
 #: fast registry for tests: beat every second, silent for 6 s = dead
@@ -148,8 +149,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 # -- the whole flow on PostgreSQL + Redis ------------------------------------------------------
 
-def test_whole_course_flow_on_a_postgresql_index_with_redis_queues(node_factory, tmp_path,
-                                                                    redis, postgres):  # noqa: F811
+def test_whole_course_flow_on_a_postgresql_index_with_redis_queues(redis, postgres,  # noqa: F811
+                                                                    node_factory, tmp_path):
     node = node_factory(index={"url": postgres.url},
                         queue={"backend": "redis", "redis_url": redis.url},
                         workers={"cpu_workers": 2, **FAST_REGISTRY})
@@ -181,7 +182,7 @@ def test_whole_course_flow_on_a_postgresql_index_with_redis_queues(node_factory,
 
 # -- capacity is the sum of registered slots ---------------------------------------------------
 
-def test_a_second_host_with_one_slot_runs_a_second_part_at_once(node_factory, tmp_path, redis):
+def test_a_second_host_with_one_slot_runs_a_second_part_at_once(redis, node_factory, tmp_path):
     rules = rules_for(tmp_path, "rules:\n  - {name: fan, stages: [fan6]}\n")
     node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "2"},
                         stages={"plugins": ["scaleout_plugins"]},
@@ -216,8 +217,9 @@ def node_host(node) -> str:
 
 # -- a host dies mid-task ----------------------------------------------------------------------
 
-def test_kill9_of_a_remote_worker_mid_task_retries_the_run_and_blocks_nothing(node_factory,
-                                                                              tmp_path, redis):
+def test_kill9_of_a_remote_worker_mid_task_retries_the_run_and_blocks_nothing(redis,
+                                                                              node_factory,
+                                                                              tmp_path):
     rules = rules_for(tmp_path, "rules:\n  - {name: fan, stages: [fan6]}\n")
     node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "3"},
                         stages={"plugins": ["scaleout_plugins"]},
@@ -253,8 +255,9 @@ def test_kill9_of_a_remote_worker_mid_task_retries_the_run_and_blocks_nothing(no
 
 # -- the broker dies between stages ------------------------------------------------------------
 
-def test_redis_killed_and_restarted_between_stages_the_course_still_ends_done(node_factory,
-                                                                              tmp_path, redis):
+def test_redis_killed_and_restarted_between_stages_the_course_still_ends_done(redis,
+                                                                              node_factory,
+                                                                              tmp_path):
     rules = rules_for(tmp_path, "rules:\n  - {name: steps, stages: [step1, step2]}\n")
     node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "3"},
                         stages={"plugins": ["scaleout_plugins"]},

@@ -8,7 +8,8 @@ compared as text, no date functions). This module makes the few differences disa
 - ``GROUP_CONCAT(DISTINCT x)`` becomes ``string_agg(DISTINCT x, ',')``;
 - schema DDL: ``INTEGER PRIMARY KEY`` becomes an identity column, ``INTEGER`` a BIGINT,
   ``REAL`` a DOUBLE PRECISION, and ``WITHOUT ROWID`` is dropped;
-- rows read by name or by position (``row["id"]``, ``row[0]``, ``dict(row)``) on both.
+- rows read by name or by position (``row["id"]``, ``row[0]``, ``dict(row)``) on both, and
+  NUMERIC (what ``SUM`` of integers gives on PostgreSQL) read as int (or float) as on SQLite.
 
 Why not an ORM: the index is a handful of hand-tuned statements on the receive hot path; a
 translation of a few spellings keeps them readable and keeps SQLite's speed.
@@ -107,6 +108,8 @@ class PostgresConnection:
         import psycopg
 
         self.raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        # SUM() of integers is NUMERIC on PostgreSQL (Decimal in Python); SQLite gives int
+        self.raw.adapters.register_loader("numeric", _numeric_loader())
 
     def execute(self, sql: str, args: Sequence[Any] | None = ()):
         return self.raw.execute(to_postgres(sql), tuple(args or ()))
@@ -122,6 +125,19 @@ class PostgresConnection:
 
     def close(self) -> None:
         self.raw.close()
+
+
+def _numeric_loader():
+    from decimal import Decimal
+
+    from psycopg.adapt import Loader
+
+    class NumericLoader(Loader):
+        def load(self, data):
+            value = Decimal(bytes(data).decode())
+            return int(value) if value == value.to_integral_value() else float(value)
+
+    return NumericLoader
 
 
 def connect_postgres(url: str) -> PostgresConnection:
