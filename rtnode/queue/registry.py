@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any
 
 from rtnode import __version__
@@ -28,8 +29,19 @@ log = logging.getLogger("rtnode.workers")
 MAX_ATTEMPTS = 3
 #: registry rows silent for this long are forgotten (after their runs were given back)
 FORGET_AFTER_S = 3600.0
+#: a run's task process is killed this long past the run's own timeout (hung in native code,
+#: where the stage's own deadline cannot reach)
+WATCHDOG_GRACE_S = 30.0
 #: the environment variable that tells a consumer's task processes which worker they belong to
 WORKER_ID_ENV = "RTNODE_WORKER_ID"
+
+
+def run_timeout(run: dict[str, Any], config) -> float:
+    """The seconds a run may take: its stage's timeout, else stages.default_timeout."""
+    from rtnode.stages.base import REGISTRY, stage_timeout
+
+    stage = REGISTRY.get(run["stage"])
+    return stage_timeout(stage, config) if stage else config.stages.default_timeout
 
 
 def worker_id(host: str, pid: int, queue: str) -> str:
@@ -80,16 +92,31 @@ class Registry:
         with self.index.transaction() as c:
             c.execute("DELETE FROM workers WHERE id=?", (wid,))
 
-    def release_dead_tasks(self, wid: str) -> int:
+    def release_dead_tasks(self, wid: str, config=None) -> int:
         """On the worker's own host: its runs whose task process died (the consumer lives on
-        and Huey restarts the process) go back to pending."""
+        and Huey restarts the process) go back to pending; with ``config``, a run far past its
+        timeout has its task process killed and fails with that reason (the watchdog the
+        serving node keeps for its own host, here for every host)."""
         book = CourseBook(self.index)
         n = 0
         for run in self.index.query("SELECT * FROM stage_runs WHERE state=? AND worker_id=?",
                                     (RUNNING, wid)):
             run = dict(run)
-            if run["worker_pid"] and not pid_alive(run["worker_pid"]):
-                n += release_run(book, run, f"worker process {run['worker_pid']} died")
+            pid = run["worker_pid"]
+            if pid and not pid_alive(pid):
+                n += release_run(book, run, f"worker process {pid} died")
+            elif pid and config is not None:
+                limit = run_timeout(run, config)
+                age = seconds_since(run["started_at"])
+                if age is not None and age > limit + WATCHDOG_GRACE_S:
+                    log.error("course %s %s: running %.0f s, past its timeout; killing task "
+                              "process %s", run["course_fk"], run["stage"], age, pid)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    book.transition(run["id"], FAILED, expect=[RUNNING], if_token=run["token"],
+                                    reason=f"timed out after {limit:g} s (worker killed)")
         return n
 
     # -- the scheduler's view ------------------------------------------------------------------

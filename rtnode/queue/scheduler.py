@@ -200,29 +200,31 @@ class Scheduler:
             if free <= 0:
                 continue
             for run in self._ready(queue, free):
-                if not self._send(queue, huey, run):
-                    break
-                sent += 1
+                outcome = self._send(queue, huey, run)
+                if outcome is None:
+                    break  # the broker is down: the rest wait as pending too
+                sent += outcome
         return sent
 
-    def _send(self, queue: str, huey: Huey, run: dict[str, Any]) -> bool:
+    def _send(self, queue: str, huey: Huey, run: dict[str, Any]) -> int | None:
         """Enqueue first, then mark queued: the run carries its token while still pending (a
         worker may claim it at once), and becomes 'queued' only once the broker took the
-        message. A broker that refuses leaves the run pending, untouched."""
+        message. A broker that refuses leaves the run pending, untouched. Returns 1 when sent,
+        0 when the run was no longer pending, None when the broker refused."""
         token = uuid.uuid4().hex
         if not self.book.arm(run["id"], token):
-            return True  # no longer pending (cancelled, skipped): nothing to send
+            return 0  # no longer pending (cancelled, skipped): nothing to send
         try:
             huey.run_stage(run["id"], token)
         except Exception as exc:
             self.book.arm(run["id"], "", if_token=token)
             self._note_broker(queue, exc)
-            return False
+            return None
         if queue in self._broker_down:
             log.warning("%s queue: the broker is reachable again; dispatching", queue)
             del self._broker_down[queue]
         self.book.transition(run["id"], QUEUED, expect=[PENDING], if_token=token)
-        return True
+        return 1
 
     def _note_broker(self, queue: str, exc: Exception) -> None:
         """Log a broker outage once (not every tick); receiving goes on regardless."""

@@ -61,8 +61,9 @@ def cap_threads(threads: int, environ: dict | None = None) -> dict:
 
 
 class Heartbeat(threading.Thread):
-    """Keeps this consumer's registry row fresh, and gives back runs of its own task processes
-    that died (Huey restarts the process; the run would otherwise stay 'running').
+    """Keeps this consumer's registry row fresh, gives back runs of its own task processes that
+    died (Huey restarts the process; the run would otherwise stay 'running'), and kills a task
+    process far past its run's timeout (on any host, not only the serving node's).
 
     Each beat opens and closes its own connection: Huey forks task processes from this
     process, and a forked child must never inherit (and later close) a live connection."""
@@ -89,7 +90,7 @@ class Heartbeat(threading.Thread):
         if not registry.beat(self.wid):
             log.warning("worker %s was forgotten as silent; registering again", self.wid)
             registry.register(self.wid, **self.row)
-        registry.release_dead_tasks(self.wid)
+        registry.release_dead_tasks(self.wid, self.config)
 
     def run(self) -> None:
         while not self.stop_event.wait(self.config.workers.heartbeat_seconds):
