@@ -177,3 +177,38 @@ def test_retrieval_job_listing(engine):
     assert listed["series"]["done"] == 3 and listed["completed"] == 30
     assert type(listed["completed"]) is int
     index.close()
+
+
+def test_a_workers_heartbeat_releases_dead_task_processes_and_kills_overdue_ones(engine):
+    """What each worker's heartbeat does on its own host: a run whose task process is gone goes
+    back to pending; a run far past its stage's timeout has its process killed and fails."""
+    import subprocess
+    import sys
+
+    url, root = engine
+    index = Index(url or root / "index.sqlite")
+    config = Config(index={"url": url}, stages={"default_timeout": 5.0})
+    book = CourseBook(index)
+    course = plan(book, "k3", ["gone", "overdue"])
+    gone, overdue = book.runs(course, 1)
+    wid = worker_id("this-host", 1, "cpu")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        for run, pid in ((gone, dead.pid), (overdue, hung.pid)):
+            book.arm(run["id"], f"t{run['id']}")
+            book.transition(run["id"], RUNNING, expect=[PENDING], worker_pid=pid,
+                            worker_id=wid, attempts=1)
+        with index.transaction() as c:  # started long before the 5 s timeout + grace
+            c.execute("UPDATE stage_runs SET started_at='2000-01-01T00:00:00.000+00:00'"
+                      " WHERE id=?", (overdue["id"],))
+        assert Registry(index, 30.0).release_dead_tasks(wid, config) == 1
+        assert book.run(gone["id"])["state"] == PENDING
+        assert hung.wait(10) == -9
+        late = book.run(overdue["id"])
+        assert late["state"] == FAILED and late["reason"] == "timed out after 5 s (worker killed)"
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+    index.close()
