@@ -145,7 +145,7 @@ def main() -> None:
         course = write_course(root / "course")
         cores = os.cpu_count() or 1
         print(f"cores: {cores} (load average {os.getloadavg()[0]:.1f}); {args.parts} parts of "
-              f"{args.work:.0e} iterations each", flush=True)
+              f"{args.work:.3g} iterations each", flush=True)
         rates = {k: run_once(k, args, f"redis://127.0.0.1:{port}/0", course, root)
                  for k in range(1, args.max_workers + 1)}
         print(f"\n{'workers':>8} {'parts/s':>9} {'speed-up':>9} {'goal':>6}")
