@@ -91,7 +91,11 @@ class Scheduler:
     def tick(self) -> int:
         self._reap()
         self._resolve()
-        self.capacity = self.registry.capacity()
+        capacity = self.registry.capacity()
+        if capacity != self.capacity:
+            log.info("capacity from registered workers: %s", ", ".join(
+                f"{q} {n} slot(s)" for q, n in sorted(capacity.items())) or "none yet")
+        self.capacity = capacity
         sent = self._dispatch()
         self._update_courses()
         return sent
