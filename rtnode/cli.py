@@ -158,7 +158,7 @@ def echo(
 # -- status and listings -----------------------------------------------------------------------
 
 # The views behind every --json listing live in rtnode/views.py, shared with the REST API.
-from rtnode.views import ViewError, course_json, node_status  # noqa: E402
+from rtnode.views import ViewError, course_json, node_status, registered_workers  # noqa: E402
 from rtnode.views import open_index as _open_index  # noqa: E402
 
 
@@ -187,6 +187,9 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
                   f"{d['running']} running{' (PAUSED)' if d['paused'] else ''}")
     alive = [w for w in s["workers"] if w["alive"]]
     out.print(f"workers:       {len(alive)} of {len(s['workers'])} consumer process(es) alive")
+    for w in s["registry"]:
+        out.print(f"  {w['queue']} on {w['host']} (pid {w['pid']}): {w['slots']} slot(s), "
+                  f"heartbeat {w['age_s']:g} s ago{'' if w['live'] else ' [red](silent)[/]'}")
     st = s["storage"]
     out.print(f"storage:       {st['root']} ({st['free_gb']} GB free, "
               f"refuses below {st['min_free_gb']} GB)")
@@ -468,6 +471,17 @@ def worker(
 
 
 @app.command()
+def workers(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Every registered queue worker, on any host: queue, host, pid, slots, last heartbeat."""
+    rows = registered_workers(get_config(config))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["queue", "host", "pid", "slots", "device", "heartbeat_at", "age_s",
+                           "live"], "workers")
+
+
+@app.command()
 def demo(
     to: Optional[str] = typer.Option(None, "--to", help="AE@HOST:PORT of the node (default: "
                                      "this config's AE title and port on this host)."),
@@ -541,10 +555,10 @@ def retrieve(
         parse_study_date,
         read_patients_file,
     )
-    from rtnode.store.index import Index
+    from rtnode.store.index import open_index
 
     cfg = get_config(config)
-    index = Index(cfg.storage_root / "index.sqlite", durable=cfg.storage.fsync)
+    index = open_index(cfg)
     try:
         win = Window.parse(window) if window else None
         if resume is not None:

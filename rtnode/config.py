@@ -101,6 +101,10 @@ class WorkersConfig(Section):
     reserved_cores: int = Field(1, ge=0, description="cores left for the listener and the OS")
     cpu_workers: int | None = Field(None, ge=1, description="cpu worker processes; null = cores - reserved")
     threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr threads per worker")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="how often each worker refreshes its row in the worker registry")
+    heartbeat_timeout: float = Field(
+        30.0, gt=0, description="a worker silent this long is dead: its runs go back to pending")
 
     def cpu_budget(self, cores: int | None = None) -> int:
         cores = cores or os.cpu_count() or 1
@@ -127,6 +131,14 @@ class QueueConfig(Section):
     name: str = Field("rtnode", description="queue name prefix (Redis keys, SQLite file names)")
     gpu_workers: int = Field(
         0, ge=0, description="gpu-queue workers, one per GPU slot; 0 = gpu stages join cpu pool")
+    claim_timeout: float = Field(
+        60.0, gt=0, description="a queued run not claimed this long (message lost) is resent")
+
+
+class IndexConfig(Section):
+    """Where the index lives: the embedded SQLite file, or a PostgreSQL server."""
+
+    url: str = Field("", description="'' = storage/index.sqlite; postgresql://user@host/db")
 
 
 class StagesConfig(Section):
@@ -182,6 +194,7 @@ class Config(Section):
 
     dicom: DicomConfig = Field(default_factory=DicomConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     courses: CoursesConfig = Field(default_factory=CoursesConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)

@@ -43,13 +43,13 @@ def follow(config: Config, patient_id: str, report: Callable[[str], None],
     """Poll the node's index until the demo course settles; report every change of state."""
     from rtnode.cli import course_json
     from rtnode.courses.book import CourseBook
-    from rtnode.store.index import Index
+    from rtnode.store.index import index_exists, open_index
 
-    path = config.storage_root / "index.sqlite"
-    if not path.exists():
-        report(f"no index at {path}: cannot follow the course from here")
+    if not index_exists(config):
+        report(f"no index at {config.storage_root / 'index.sqlite'}: cannot follow the course "
+               "from here")
         return None
-    book = CourseBook(Index(path))
+    book = CourseBook(open_index(config))
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     try:

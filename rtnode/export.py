@@ -58,16 +58,16 @@ def plan_ids(members: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def find_courses(storage_root: Path, courses: list[int] | None = None,
-                 since: dt.date | None = None) -> list[CourseRef]:
+                 since: dt.date | None = None, index_url: str = "") -> list[CourseRef]:
     """Courses with at least one revision, optionally only the given ids and those whose latest
     revision was made on or after ``since``."""
     from rtnode.courses.book import CourseBook
     from rtnode.store.index import Index
 
     path = storage_root / "index.sqlite"
-    if not path.exists():
+    if not index_url and not path.exists():
         raise ExportError(f"no index under {storage_root}: nothing received yet")
-    book = CourseBook(Index(path, durable=False))
+    book = CourseBook(Index(index_url or path, durable=False))
     rows = book.courses()
     if courses:
         known = {r["id"] for r in rows}
@@ -192,7 +192,7 @@ def export_command(
         typer.echo(f"error: --out must end in {', '.join(FORMATS)}", err=True)
         raise typer.Exit(code=2)
     try:
-        refs = find_courses(config.storage_root, courses, day)
+        refs = find_courses(config.storage_root, courses, day, config.index.url)
     except ExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -17,7 +17,9 @@ from pathlib import Path
 from rtnode import __version__
 
 NODE_FILE = "node.json"
-HOST = socket.gethostname()
+#: this host's id in the index (worker registry, stage runs); RTNODE_HOST_ID overrides the
+#: hostname, e.g. for containers that share one, or to stand in for another host in tests
+HOST = os.environ.get("RTNODE_HOST_ID") or socket.gethostname()
 #: node.json is rewritten this often; a heartbeat older than HEARTBEAT_STALE_S means down
 HEARTBEAT_S = 5.0
 HEARTBEAT_STALE_S = 20.0

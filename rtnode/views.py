@@ -47,12 +47,29 @@ class SendError(Conflict):
 
 def open_index(cfg: Config):
     """The node's index, or None when nothing was ever received (no index file yet)."""
-    from rtnode.store.index import Index
+    from rtnode.store.index import index_exists
+    from rtnode.store.index import open_index as _open
 
-    path = cfg.storage_root / "index.sqlite"
-    if not path.exists():
+    if not index_exists(cfg):
         return None
-    return Index(path, durable=cfg.storage.fsync)
+    return _open(cfg)
+
+
+def registered_workers(cfg: Config, index=None) -> list[dict[str, Any]]:
+    """Every worker in the registry (any host), with its slots and last heartbeat."""
+    from rtnode.queue.registry import Registry
+
+    own = index is None
+    index = index or open_index(cfg)
+    if index is None:
+        return []
+    try:
+        return [{k: w[k] for k in ("id", "host", "pid", "queue", "slots", "device",
+                                   "started_at", "heartbeat_at", "age_s", "live")}
+                for w in Registry(index, cfg.workers.heartbeat_timeout).workers()]
+    finally:
+        if own:
+            index.close()
 
 
 def open_book(cfg: Config):
@@ -86,10 +103,12 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
     courses: dict[str, int] = {}
     queues: dict[str, dict[str, int]] = {}
     paused: set[str] = set()
+    registry: list[dict[str, Any]] = []
     if index is not None:
         counts, events, last = index.counts(), index.event_counts(), index.last_received()
         book = CourseBook(index)
         courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
+        registry = registered_workers(cfg, index)
         if own:
             index.close()
     workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
@@ -113,6 +132,7 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
         "queues": {q: {**{"pending": 0, "queued": 0, "running": 0}, **queues.get(q, {}),
                        "paused": q in paused} for q in QUEUE_NAMES},
         "workers": workers if up else [],
+        "registry": registry,
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
     }

@@ -20,7 +20,8 @@ for arg in "$@"; do
 done
 
 # chromium: the tests render QC reports headless and look at the screenshot
-APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium chromium-driver)
+# postgresql: the scale-out tests start a throw-away server (initdb in a temp folder)
+APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium chromium-driver postgresql)
 # plastimatch: the peer scripts/bench/body.py measures builtin:body against
 APT_PACKAGES+=(plastimatch)
 missing=()
@@ -39,7 +40,7 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "rtnode needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,postgres]"
 if [ "$WITH_ML" -eq 1 ]; then
   # torch pinned in the same command, or the resolver pulls a multi-GB CUDA build via timm.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[ml]" "torch==2.13.0"

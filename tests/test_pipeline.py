@@ -101,7 +101,7 @@ def test_kill9_node_while_stages_run_then_restart_finishes_every_course(test_nod
 
 
 def test_a_dead_consumer_is_restarted_and_its_task_retried(test_node, tmp_path):
-    node = test_node(seconds=3.0, workers={"cpu_workers": 1})
+    node = test_node(seconds=12.0, workers={"cpu_workers": 1})
     send_ct_courses(node, tmp_path, "CPUSCU", 1)
     node.wait_courses(lambda cs: cs and cs[0]["stages"] and
                       stage(cs[0], "slow_cpu")["state"] == "running", what="running")

@@ -54,7 +54,7 @@ class CourseBook:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(patient_id, course_key)"
                 " DO UPDATE SET anchor_series_uid=excluded.anchor_series_uid,"
                 " frame_of_reference_uid=excluded.frame_of_reference_uid,"
-                " state=CASE WHEN courses.cancelled THEN 'cancelled' ELSE excluded.state END,"
+                " state=CASE WHEN courses.cancelled != 0 THEN 'cancelled' ELSE excluded.state END,"
                 " tag=excluded.tag, rule=excluded.rule, calling_ae=excluded.calling_ae,"
                 " instance_count=excluded.instance_count, members=excluded.members,"
                 " verdict=excluded.verdict, first_received_at=excluded.first_received_at,"
@@ -185,6 +185,20 @@ class CourseBook:
                           (now, json.dumps({"run": run_id, "state": state, "reason": reason})))
         return changed
 
+    def arm(self, run_id: int, token: str, *, if_token: str | None = None) -> bool:
+        """Give a pending run the token its message will carry (or take it back with ''),
+        before the message is enqueued: a worker may claim a pending run holding its token,
+        so the run is marked queued only once the broker took the message."""
+        # queued_at = when the message went out, kept even if a worker claims the run before
+        # the scheduler marks it queued
+        sql = "UPDATE stage_runs SET token=?, queued_at=? WHERE id=? AND state=?"
+        args: list[Any] = [token, utc_now() if token else "", run_id, PENDING]
+        if if_token is not None:
+            sql += " AND token=?"
+            args.append(if_token)
+        with self.index.transaction() as c:
+            return c.execute(sql, args).rowcount == 1
+
     def requeue(self, course_id: int, stages: Iterable[str] | None = None,
                 only_failed: bool = False) -> int:
         """Reset runs of the latest revision to pending: all, the given stages, or only the
@@ -206,6 +220,7 @@ class CourseBook:
         with self.index.transaction() as c:
             n = c.execute(
                 "UPDATE stage_runs SET state=?, reason='requeued', token='', worker_pid=NULL,"
+                " worker_id='',"
                 " reused_revision=NULL, pending_at=?, queued_at='', started_at='',"
                 f" finished_at='', footprint='normal' WHERE {where}",
                 [PENDING, now, *args]).rowcount

@@ -13,6 +13,7 @@ from rtnode.config import Config
 
 QUEUES = ("gpu", "cpu")
 TASK_NAME = "rtnode.run_stage"
+REDIS_CONNECT_TIMEOUT_S = 5.0
 
 
 def execute_run(run_id: int, token: str) -> None:
@@ -27,7 +28,13 @@ def make_huey(config: Config, queue: str) -> Huey:
         raise ValueError(f"unknown queue {queue!r} (gpu or cpu)")
     name = f"{config.queue.name}-{queue}"
     if config.queue.backend == "redis":
-        huey: Huey = RedisHuey(name, url=config.queue.redis_url, results=False, utc=True)
+        from redis import ConnectionPool
+
+        # a bounded connect: a broker host that is down must not hold the scheduler for the
+        # kernel's TCP timeout (the run stays pending and is sent when the broker is back)
+        pool = ConnectionPool.from_url(config.queue.redis_url,
+                                       socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S)
+        huey: Huey = RedisHuey(name, connection_pool=pool, results=False, utc=True)
     else:
         folder = config.storage_root / "queue"
         folder.mkdir(parents=True, exist_ok=True)

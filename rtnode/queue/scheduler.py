@@ -6,7 +6,12 @@ priority band (clinical 1, cohort 0, plus one band per ``courses.aging_seconds``
 starves), then smaller courses first, then first come. A run is ready when the stages it comes
 after are done (or reused) and the stages it merely uses have finished; when a stage it needs
 failed or was skipped, it is skipped with that reason.
-Runs whose worker died go back to pending; a run far past its timeout has its worker killed.
+Capacity per queue is the sum of the slots of live registered workers, on every host
+(queue/registry.py). A run whose worker died — a dead local process, or a worker on any host
+whose heartbeat stopped — goes back to pending; a run far past its timeout has its worker killed.
+A run becomes 'queued' only once its message is in the broker; a broker that is down leaves it
+pending (logged once, dispatched again when the broker is back), and a queued run whose message
+was lost (not claimed within ``queue.claim_timeout``) goes back to pending.
 """
 
 from __future__ import annotations
@@ -32,14 +37,13 @@ from rtnode.courses.book import (
     CourseBook,
 )
 from rtnode.node_info import HOST, pid_alive
+from rtnode.queue.registry import MAX_ATTEMPTS, Registry, release_run  # noqa: F401
 from rtnode.stages.base import REGISTRY, stage_timeout
 from rtnode.stages.plan import decode_after
-from rtnode.store.index import Index, utc_now
+from rtnode.store.index import Index, seconds_since, utc_ago, utc_now
 
 log = logging.getLogger("rtnode.scheduler")
 
-#: a run whose worker died is retried this many times before it fails
-MAX_ATTEMPTS = 3
 #: the watchdog kills a worker this long past its run's own timeout
 WATCHDOG_GRACE_S = 30.0
 
@@ -56,15 +60,23 @@ class Scheduler:
         self.index = index
         self.book = CourseBook(index)
         self.hueys = hueys
+        #: slots per queue: refreshed from the worker registry every tick (the argument is the
+        #: node's own budget, used only until the first tick)
         self.capacity = capacity
+        self.registry = Registry(index, config.workers.heartbeat_timeout)
+        self._broker_down: dict[str, str] = {}
 
     # -- start-up ------------------------------------------------------------------------------
 
     def recover(self) -> int:
         """After a restart nothing is queued or running: empty the queues and put every such
         run back to pending, so each course resumes where it stood."""
-        for huey in self.hueys.values():
-            huey.flush()
+        for queue, huey in self.hueys.items():
+            try:
+                huey.flush()
+            except Exception as exc:  # a broker that is down: the claim bound catches up
+                self._note_broker(queue, exc)
+        self.registry.forget_dead()
         now = utc_now()
         with self.index.transaction() as c:
             n = c.execute("UPDATE stage_runs SET state=?, reason='requeued after restart',"
@@ -79,33 +91,42 @@ class Scheduler:
     def tick(self) -> int:
         self._reap()
         self._resolve()
+        capacity = self.registry.capacity()
+        if capacity != self.capacity:
+            log.info("capacity from registered workers: %s", ", ".join(
+                f"{q} {n} slot(s)" for q, n in sorted(capacity.items())) or "none yet")
+        self.capacity = capacity
         sent = self._dispatch()
         self._update_courses()
         return sent
 
     def _reap(self) -> None:
-        """Running runs whose worker process is gone go back to pending (or fail)."""
+        """Runs whose worker is gone go back to pending (or fail): a dead process on this host,
+        a registered worker on any host whose heartbeat stopped; queued runs whose message was
+        never claimed go back to pending."""
         for run in self._rows("SELECT * FROM stage_runs WHERE state=? AND worker_host=?",
                               (RUNNING, HOST)):
             pid = run["worker_pid"]
             if pid and not pid_alive(pid):
-                if run["attempts"] >= MAX_ATTEMPTS:
-                    self.book.transition(run["id"], FAILED, expect=[RUNNING],
-                                         reason=f"worker died {run['attempts']} times")
-                else:
-                    self.book.transition(run["id"], PENDING, expect=[RUNNING],
-                                         reason=f"worker {pid} died; retrying", token="",
-                                         worker_pid=None)
-                log.warning("course %s %s: worker %s died", run["course_fk"], run["stage"], pid)
+                release_run(self.book, run, f"worker {pid} died")
             elif pid and run["started_at"]:
                 self._watchdog(run)
+        self.registry.forget_dead()
+        self.registry.release_orphans(self.book)
+        bound = self.config.queue.claim_timeout
+        for run in self._rows("SELECT id, token FROM stage_runs WHERE state=? AND queued_at < ?",
+                              (QUEUED, utc_ago(bound))):
+            if self.book.transition(run["id"], PENDING, expect=[QUEUED], if_token=run["token"],
+                                    reason=f"not claimed within {bound:g} s (message lost?);"
+                                           " dispatching again", token=""):
+                log.warning("run %s: its message was not claimed within %g s; back to pending",
+                            run["id"], bound)
 
     def _watchdog(self, run: dict[str, Any]) -> None:
         stage = REGISTRY.get(run["stage"])
         limit = (stage_timeout(stage, self.config) if stage else
                  self.config.stages.default_timeout) + WATCHDOG_GRACE_S
-        age = self.index.query("SELECT (julianday('now') - julianday(?)) * 86400",
-                               (run["started_at"],))[0][0]
+        age = seconds_since(run["started_at"])
         if age is not None and age > limit:
             log.error("course %s %s: running %.0f s, past its timeout; killing worker %s",
                       run["course_fk"], run["stage"], age, run["worker_pid"])
@@ -141,13 +162,11 @@ class Scheduler:
         """The best pending runs of a queue whose upstream stages are all finished."""
         aging = self.config.courses.aging_seconds
         rows = self._rows(
-            "SELECT r.*, c.tag, c.cancelled,"
-            " r.priority + CAST((julianday('now') - julianday(r.pending_at)) * 86400 / ?"
-            "   AS INTEGER) AS band"
-            " FROM stage_runs r JOIN courses c ON r.course_fk = c.id"
-            " WHERE r.state=? AND r.queue=? AND c.cancelled=0"
-            " ORDER BY band DESC, r.size ASC, r.pending_at ASC, r.id ASC",
-            (aging, PENDING, queue))
+            "SELECT r.*, c.tag, c.cancelled FROM stage_runs r JOIN courses c ON r.course_fk = c.id"
+            " WHERE r.state=? AND r.queue=? AND c.cancelled=0", (PENDING, queue))
+        for run in rows:  # the band in Python: no engine's date functions in the scheduler
+            run["band"] = run["priority"] + int((seconds_since(run["pending_at"]) or 0.0) / aging)
+        rows.sort(key=lambda r: (-r["band"], r["size"], r["pending_at"], r["id"]))
         ready = []
         for run in rows:
             if not run["part"] and self._parts_unfinished(run):
@@ -185,11 +204,39 @@ class Scheduler:
             if free <= 0:
                 continue
             for run in self._ready(queue, free):
-                token = uuid.uuid4().hex
-                if self.book.transition(run["id"], QUEUED, expect=[PENDING], token=token):
-                    huey.run_stage(run["id"], token)
-                    sent += 1
+                outcome = self._send(queue, huey, run)
+                if outcome is None:
+                    break  # the broker is down: the rest wait as pending too
+                sent += outcome
         return sent
+
+    def _send(self, queue: str, huey: Huey, run: dict[str, Any]) -> int | None:
+        """Enqueue first, then mark queued: the run carries its token while still pending (a
+        worker may claim it at once), and becomes 'queued' only once the broker took the
+        message. A broker that refuses leaves the run pending, untouched. Returns 1 when sent,
+        0 when the run was no longer pending, None when the broker refused."""
+        token = uuid.uuid4().hex
+        if not self.book.arm(run["id"], token):
+            return 0  # no longer pending (cancelled, skipped): nothing to send
+        try:
+            huey.run_stage(run["id"], token)
+        except Exception as exc:
+            self.book.arm(run["id"], "", if_token=token)
+            self._note_broker(queue, exc)
+            return None
+        if queue in self._broker_down:
+            log.warning("%s queue: the broker is reachable again; dispatching", queue)
+            del self._broker_down[queue]
+        self.book.transition(run["id"], QUEUED, expect=[PENDING], if_token=token)
+        return 1
+
+    def _note_broker(self, queue: str, exc: Exception) -> None:
+        """Log a broker outage once (not every tick); receiving goes on regardless."""
+        text = f"{type(exc).__name__}: {exc}"
+        if queue not in self._broker_down:
+            log.error("%s queue: cannot reach the queue broker (%s); runs stay pending and "
+                      "receiving goes on", queue, text)
+        self._broker_down[queue] = text
 
     def _update_courses(self) -> None:
         """running while any run of the latest revision is active; else failed or done."""

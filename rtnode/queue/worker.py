@@ -3,6 +3,10 @@
 The worker budget is one level of parallelism: a consumer runs N process workers, and every
 process caps its BLAS/OpenMP/NumExpr threads (``workers.threads_per_worker``) before numpy is
 imported, so N workers never become N × cores threads.
+
+Every consumer registers in the index's worker registry (queue/registry.py) with its host, pid,
+queue and slots, and a heartbeat thread keeps the row fresh: the scheduler dispatches as many
+runs as there are live slots, wherever they are.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,17 +60,74 @@ def cap_threads(threads: int, environ: dict | None = None) -> dict:
     return env
 
 
+class Heartbeat(threading.Thread):
+    """Keeps this consumer's registry row fresh, gives back runs of its own task processes that
+    died (Huey restarts the process; the run would otherwise stay 'running'), and kills a task
+    process far past its run's timeout (on any host, not only the serving node's).
+
+    Each beat opens and closes its own connection: Huey forks task processes from this
+    process, and a forked child must never inherit (and later close) a live connection."""
+
+    def __init__(self, config, wid: str, register: dict):
+        super().__init__(name="rtnode-heartbeat", daemon=True)
+        self.config, self.wid, self.row = config, wid, register
+        self.stop_event = threading.Event()
+
+    def _with_registry(self, action) -> None:
+        from rtnode.queue.registry import Registry
+        from rtnode.store.index import open_index
+
+        index = open_index(self.config, migrate=False)
+        try:
+            action(Registry(index, self.config.workers.heartbeat_timeout))
+        finally:
+            index.close()
+
+    def register(self) -> None:
+        self._with_registry(lambda r: r.register(self.wid, **self.row))
+
+    def _beat(self, registry) -> None:
+        if not registry.beat(self.wid):
+            log.warning("worker %s was forgotten as silent; registering again", self.wid)
+            registry.register(self.wid, **self.row)
+        registry.release_dead_tasks(self.wid, self.config)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.config.workers.heartbeat_seconds):
+            try:
+                self._with_registry(self._beat)
+            except Exception as exc:  # the index unreachable for a moment: beat again later
+                log.warning("worker %s: heartbeat failed: %s", self.wid, exc)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        try:
+            self._with_registry(lambda r: r.unregister(self.wid))
+        except Exception as exc:
+            log.warning("worker %s: could not unregister: %s", self.wid, exc)
+
+
 def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     """Run one queue's consumer in this process until SIGINT (graceful) or SIGTERM."""
     from rtnode.config import load_config
+    from rtnode.node_info import HOST
     from rtnode.queue.hueys import make_huey
+    from rtnode.queue.registry import WORKER_ID_ENV, worker_id
     from rtnode.stages.base import load_stages
+    from rtnode.store.index import open_index
 
     die_with_parent()
     config = load_config(config_path)
     cap_threads(config.workers.threads_per_worker)
     os.environ["RTNODE_CONFIG"] = str(Path(config_path).resolve())
     load_stages(config.stages.plugins)
+    open_index(config).close()  # create or migrate it before registering (a worker may be first)
+    wid = worker_id(HOST, os.getpid(), queue)
+    os.environ[WORKER_ID_ENV] = wid  # the task processes Huey forks record it on their runs
+    heartbeat = Heartbeat(config, wid, {"host": HOST, "pid": os.getpid(), "queue": queue,
+                                        "slots": workers,
+                                        "device": os.environ.get("RTNODE_DEVICE", "")})
+    heartbeat.register()
     huey = make_huey(config, queue)
     # every process Huey forks (workers and its scheduler) dies with this consumer
     os.register_at_fork(after_in_child=die_with_parent)
@@ -73,9 +135,13 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
                                     initial_delay=0.05, backoff=1.2, max_delay=0.5,
                                     check_worker_health=True, health_check_interval=2)
-    log.info("%s queue: %d process worker(s), %d thread(s) each, backend %s", queue, workers,
-             config.workers.threads_per_worker, config.queue.backend)
-    consumer.run()
+    log.info("%s queue: %d process worker(s), %d thread(s) each, backend %s, registered as %s",
+             queue, workers, config.workers.threads_per_worker, config.queue.backend, wid)
+    heartbeat.start()
+    try:
+        consumer.run()
+    finally:
+        heartbeat.stop()
 
 
 @dataclass

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rtnode.config import Config, load_config
-from rtnode.courses.book import DONE, FAILED, QUEUED, RUNNING, SKIPPED, CourseBook
+from rtnode.courses.book import DONE, FAILED, PENDING, QUEUED, RUNNING, SKIPPED, CourseBook
 from rtnode.courses.grouping import Member
 from rtnode.node_info import HOST
+from rtnode.queue.registry import WORKER_ID_ENV
 from rtnode.stages.base import (
     REGISTRY,
     StageContext,
@@ -27,7 +28,7 @@ from rtnode.stages.base import (
     load_stages,
     stage_timeout,
 )
-from rtnode.store.index import Index
+from rtnode.store.index import Index, open_index
 from rtnode.limits import DeadlineExceeded, deadline, is_memory_error
 
 log = logging.getLogger("rtnode.worker")
@@ -45,8 +46,7 @@ class WorkerState:
             self.pid = os.getpid()
             self.config = load_config(Path(os.environ["RTNODE_CONFIG"]))
             load_stages(self.config.stages.plugins)
-            self.index = Index(self.config.storage_root / "index.sqlite",
-                               durable=self.config.storage.fsync)
+            self.index = open_index(self.config)
         return self.config, self.index
 
 
@@ -86,11 +86,13 @@ def execute(run_id: int, token: str) -> str:
     config, index = STATE.get()
     book = CourseBook(index)
     run = book.run(run_id)
-    if run is None or run["state"] != QUEUED or run["token"] != token:
+    # pending with its token: the message was taken before the scheduler marked it queued
+    if run is None or run["state"] not in (PENDING, QUEUED) or not token or run["token"] != token:
         log.info("run %s: stale delivery ignored", run_id)
         return "stale"
-    if not book.transition(run_id, RUNNING, expect=[QUEUED], if_token=token,
+    if not book.transition(run_id, RUNNING, expect=[PENDING, QUEUED], if_token=token,
                            worker_pid=os.getpid(), worker_host=HOST,
+                           worker_id=os.environ.get(WORKER_ID_ENV, ""),
                            attempts=run["attempts"] + 1):
         return "stale"
     stage = REGISTRY.get(run["stage"])

@@ -65,17 +65,19 @@ class StoreOutcome:
 class Archive:
     """The storage root: files under dicom/, partial writes under tmp/, the index beside them."""
 
-    def __init__(self, root: Path, *, fsync: bool = True, min_free_gb: float = 0.0):
+    def __init__(self, root: Path, *, fsync: bool = True, min_free_gb: float = 0.0,
+                 index_url: str = ""):
         self.root = Path(root)
         self.files = FileStore(self.root, fsync=fsync)
-        self.index = Index(self.root / "index.sqlite", durable=fsync)
+        # index.url (PostgreSQL) when set, else the embedded file beside the data
+        self.index = Index(index_url or self.root / "index.sqlite", durable=fsync)
         self.min_free_bytes = int(min_free_gb * 1024**3)
         self._last_space_alarm = 0.0
 
     @classmethod
     def from_config(cls, config: Config) -> "Archive":
         return cls(config.storage_root, fsync=config.storage.fsync,
-                   min_free_gb=config.storage.min_free_gb)
+                   min_free_gb=config.storage.min_free_gb, index_url=config.index.url)
 
     def recover(self) -> int:
         """At start-up: drop partial writes of a previous run (none of them was acknowledged)."""

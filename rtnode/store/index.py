@@ -1,9 +1,14 @@
-"""The SQLite index: patients, studies, series, instances, their references, and events.
+"""The index: patients, studies, series, instances, their references, events, and pipeline state.
 
-WAL mode, one short IMMEDIATE transaction per received instance, every lookup on the hot path by
-a UNIQUE key. Connections come from a small pool (one per concurrent user, so
-one per concurrent association at most); SQLite serialises the writers. ``synchronous=FULL`` makes each commit durable before
-the C-STORE response goes out.
+Embedded default: one SQLite file, WAL mode, one short IMMEDIATE transaction per received
+instance, every lookup on the hot path by a UNIQUE key. Connections come from a small pool (one
+per concurrent user, so one per concurrent association at most); SQLite serialises the writers.
+``synchronous=FULL`` makes each commit durable before the C-STORE response goes out.
+
+``index.url: postgresql://…`` puts the same schema on a PostgreSQL server instead, for nodes
+whose workers run on several hosts (SQLite over a network filesystem is not safe for concurrent
+writers). The SQL is the same; store/db.py translates the few spellings that differ, and each
+write transaction takes one advisory lock so writers serialise exactly as they do on SQLite.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rtnode.store.attributes import InstanceRecord
+from rtnode.store.db import (
+    POSTGRESQL,
+    SQLITE,
+    WRITER_LOCK,
+    connect_postgres,
+    ddl_for,
+    is_postgres_url,
+    redact,
+)
 from rtnode.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -28,6 +42,20 @@ HIERARCHY_CACHE = 4096
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def utc_ago(seconds: float) -> str:
+    """The utc_now() text of ``seconds`` ago: index times compare as text on every engine."""
+    moment = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def seconds_since(stamp: str) -> float | None:
+    """Age of an index time in seconds (None for an empty stamp), computed here rather than in
+    SQL so that the scheduler needs no engine's date functions."""
+    if not stamp:
+        return None
+    return (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(stamp)).total_seconds()
 
 
 class SchemaTooNew(RuntimeError):
@@ -40,37 +68,62 @@ class StoredFile:
     digest: str
 
 
-class Index:
-    """One index file, shared by every thread of one process (and by other processes)."""
+def open_index(config, *, migrate: bool = True) -> "Index":
+    """The index a configuration names: ``index.url`` (PostgreSQL) or storage/index.sqlite."""
+    url = config.index.url
+    target = url if url else config.storage_root / "index.sqlite"
+    return Index(target, durable=config.storage.fsync, migrate=migrate)
 
-    def __init__(self, path: Path, durable: bool = True):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+def index_exists(config) -> bool:
+    """False only for an embedded index that was never created (nothing received yet)."""
+    return bool(config.index.url) or (config.storage_root / "index.sqlite").exists()
+
+
+class Index:
+    """One index (SQLite file or PostgreSQL database), shared by every thread of one process
+    (and by other processes, on this host or others)."""
+
+    def __init__(self, path: Path | str, durable: bool = True, migrate: bool = True):
+        self.dialect = POSTGRESQL if is_postgres_url(str(path)) else SQLITE
+        self.url = str(path) if self.dialect == POSTGRESQL else ""
+        self.path = Path(path) if self.dialect == SQLITE else Path()
+        if self.dialect == SQLITE:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.durable = durable
         # A pool, not one connection per thread: pynetdicom starts a thread per association, and
         # a long-running node must not keep a connection for every association it ever served.
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all: list[sqlite3.Connection] = []
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._all: list = []
         self._lock = threading.Lock()
         self._hierarchy: dict[str, tuple[tuple, int]] = {}
-        self.migrate()
+        if migrate:
+            self.migrate()
+
+    @property
+    def where(self) -> str:
+        """Where the index lives, for people (never with a password)."""
+        return redact(self.url) if self.url else str(self.path)
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                            check_same_thread=False)
-        c.row_factory = sqlite3.Row
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-        c.execute("PRAGMA foreign_keys=ON")
+    def _open(self):
+        if self.dialect == POSTGRESQL:
+            c = connect_postgres(self.url)
+        else:
+            c = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            c.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._all.append(c)
         return c
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
-        """Borrow a connection for one unit of work."""
+        """Borrow a connection for one unit of work (a broken server connection is dropped)."""
         try:
             c = self._idle.get_nowait()
         except queue.Empty:
@@ -78,7 +131,12 @@ class Index:
         try:
             yield c
         finally:
-            self._idle.put(c)
+            if getattr(c, "usable", True):
+                self._idle.put(c)
+            else:
+                with self._lock:
+                    if c in self._all:
+                        self._all.remove(c)
 
     def close(self) -> None:
         with self._lock:
@@ -90,33 +148,65 @@ class Index:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so no transaction fails half-way
-        on a lock upgrade; the busy timeout queues writers instead of failing them."""
+        on a lock upgrade; the busy timeout queues writers instead of failing them. On
+        PostgreSQL the transaction-scoped advisory lock gives the same one-writer order."""
         with self.connection() as c:
-            c.execute("BEGIN IMMEDIATE")
+            if self.dialect == POSTGRESQL:
+                c.execute("BEGIN")
+                try:
+                    c.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+                except BaseException:
+                    self._rollback(c)
+                    raise
+            else:
+                c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
             except BaseException:
-                c.execute("ROLLBACK")
+                self._rollback(c)
                 raise
             c.execute("COMMIT")
+
+    @staticmethod
+    def _rollback(c) -> None:
+        try:
+            c.execute("ROLLBACK")
+        except Exception:  # a dead server connection has nothing left to roll back
+            pass
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self.connection() as c:
             return c.execute(sql, args).fetchall()
 
     def migrate(self) -> int:
+        """Apply the migrations this index lacks, in one transaction. SQLite keeps the version
+        in ``PRAGMA user_version``; PostgreSQL in a one-row ``schema_version`` table."""
         with self.transaction() as c:
-            version = c.execute("PRAGMA user_version").fetchone()[0]
+            version = self._schema_version(c)
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
-                    f"{self.path} has schema version {version}; this rtnode knows up to "
-                    f"{SCHEMA_VERSION}. Upgrade rtnode, or point storage.root elsewhere.")
+                    f"{self.where} has schema version {version}; this rtnode knows up to "
+                    f"{SCHEMA_VERSION}. Upgrade rtnode, or point storage.root/index.url "
+                    "elsewhere.")
             for n in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[n].split(";"):
                     if statement.strip():
-                        c.execute(statement)
-            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        c.execute(ddl_for(self.dialect, statement))
+            if self.dialect == POSTGRESQL:
+                c.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
+            else:
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return SCHEMA_VERSION
+
+    def _schema_version(self, c) -> int:
+        if self.dialect == SQLITE:
+            return c.execute("PRAGMA user_version").fetchone()[0]
+        c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = c.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            c.execute("INSERT INTO schema_version(version) VALUES (0)")
+            return 0
+        return row[0]
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -160,8 +250,8 @@ class Index:
                     " origin=?, attrs=? WHERE id=?", (*values, instance))
                 c.execute("DELETE FROM instance_refs WHERE instance_fk=?", (instance,))
             if rec.refs:
-                c.executemany("INSERT OR IGNORE INTO instance_refs(instance_fk, kind, uid) "
-                              "VALUES (?,?,?)", [(instance, k, u) for k, u in rec.refs])
+                c.executemany("INSERT INTO instance_refs(instance_fk, kind, uid) VALUES (?,?,?)"
+                              " ON CONFLICT DO NOTHING", [(instance, k, u) for k, u in rec.refs])
             kind = "received" if old is None else "replaced"
             detail = "" if old is None else f"previous digest {old['digest'][:16]}"
             self._event(c, now, kind, rec.sop_instance_uid, calling_ae, 0, detail)
@@ -202,7 +292,7 @@ class Index:
             " SET study_fk=excluded.study_fk, modality=excluded.modality, "
             "series_number=excluded.series_number, description=excluded.description, "
             "frame_of_reference_uid=CASE WHEN excluded.frame_of_reference_uid != '' THEN "
-            "excluded.frame_of_reference_uid ELSE frame_of_reference_uid END RETURNING id",
+            "excluded.frame_of_reference_uid ELSE series.frame_of_reference_uid END RETURNING id",
             (rec.series_uid, study, rec.modality, rec.series_number,
              rec.series_description, rec.frame_of_reference_uid)).fetchone()[0]
         return series, values

@@ -1,7 +1,8 @@
-"""The index schema, as an ordered list of migrations.
+"""The index schema, as an ordered list of migrations, for SQLite and PostgreSQL alike.
 
-``PRAGMA user_version`` holds how many have been applied; opening an index applies the rest in
-one transaction. Add a migration at the end — never edit one that has shipped — so that every
+``PRAGMA user_version`` (SQLite) or the ``schema_version`` table (PostgreSQL) holds how many have
+been applied; opening an index applies the rest in one transaction. Statements are written in
+SQLite's spelling and store/db.py ``ddl_for`` maps the few type names that differ. Add a migration at the end — never edit one that has shipped — so that every
 existing storage/index.sqlite upgrades in place.
 """
 
@@ -175,6 +176,23 @@ MIGRATIONS: list[str] = [
         finished_at  TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (job_fk, series_uid)
     );
+    """,
+    # 4: the worker registry (every queue consumer, on any host, with its slots and heartbeat)
+    #    and which registered worker runs each stage run
+    """
+    CREATE TABLE workers (
+        id            TEXT PRIMARY KEY,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL,
+        queue         TEXT NOT NULL,
+        slots         INTEGER NOT NULL,
+        device        TEXT NOT NULL DEFAULT '',
+        version       TEXT NOT NULL DEFAULT '',
+        started_at    TEXT NOT NULL,
+        heartbeat_at  TEXT NOT NULL
+    );
+    CREATE INDEX workers_queue ON workers(queue, heartbeat_at);
+    ALTER TABLE stage_runs ADD COLUMN worker_id TEXT NOT NULL DEFAULT ''
     """,
 ]
 
