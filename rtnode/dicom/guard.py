@@ -40,10 +40,11 @@ from datetime import datetime
 from io import BytesIO
 from typing import Any, Callable
 
-from pynetdicom import AE
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_CANCEL, C_STORE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -264,6 +265,8 @@ class GuardedDIMSE(DIMSEServiceProvider):
         self.oversize_ids: set[int] = set()
 
     def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            self.message = DIMSEMessage()
         pdvs = primitive.presentation_data_value_list
         for i, (context_id, data) in enumerate(pdvs):
             if data and not data[0] & 1:  # a data set fragment
@@ -271,16 +274,58 @@ class GuardedDIMSE(DIMSEServiceProvider):
                 if self._bytes > self.max_bytes:
                     if not self._oversize:
                         self._oversize = True
-                        if self.message is not None:
-                            self.message.data_set = BytesIO()  # free what was buffered
+                        self.message.data_set = BytesIO()  # free what was buffered
                     pdvs[i] = (context_id, bytes(data[:1]))
         message = self.message
-        super().receive_primitive(primitive)
-        if self.message is None:  # a message was completed
-            if self._oversize and message is not None:
-                self.oversize_ids.add(int(getattr(message.command_set, "MessageID", 0) or 0))
-            self._bytes = 0
-            self._oversize = False
+        if not message.decode_msg(primitive, self.assoc):
+            return
+        # pynetdicom's own handling of a complete message, except that a request whose
+        # command set does not convert (a malformed field) is salvaged to be answered instead
+        # of aborting the association without a word
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
+        context_id = int(message.context_id or 0)
+        try:
+            d_primitive = message.message_to_primitive()
+        except Exception as exc:
+            d_primitive = _salvage_store(message, exc)
+            if d_primitive is None:
+                log.warning("undecodable DIMSE message from %s: %s",
+                            self.assoc.requestor.ae_title, exc)
+                self.dul.event_queue.put("Evt19")
+                return
+        if self._oversize:
+            self.oversize_ids.add(int(getattr(message.command_set, "MessageID", 0) or 0))
+        self._bytes = 0
+        self._oversize = False
+        if isinstance(d_primitive, C_CANCEL) and len(self.cancel_req) < 10:
+            self.cancel_req[int(d_primitive.MessageIDBeingRespondedTo or 0)] = d_primitive
+        else:
+            self.msg_queue.put((context_id, d_primitive))
+        message.encoded_command_set = BytesIO()
+        message.data_set = BytesIO()
+        message._data_set_file = None
+        message._data_set_path = None
+        self.message = None
+
+
+def _salvage_store(message: DIMSEMessage, exc: Exception) -> C_STORE | None:
+    """A C-STORE-RQ whose command set pynetdicom refused to convert, carried field by field
+    (bad fields left out), marked with the reason so that it is answered with a failure."""
+    cs = getattr(message, "command_set", None)
+    if cs is None or cs.get("CommandField") != 0x0001:
+        return None
+    rq = C_STORE()
+    for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority"):
+        try:
+            setattr(rq, keyword, cs.get(keyword))
+        except Exception:
+            pass
+    if rq.MessageID is None:
+        rq.MessageID = 0
+    rq.DataSet = message.data_set if isinstance(message.data_set, BytesIO) else BytesIO()
+    rq._context_id = message.context_id
+    rq._rtnode_error = f"{type(exc).__name__}: {exc}"
+    return rq
 
 
 class GuardedAssociation(Association):
@@ -304,6 +349,8 @@ class GuardedAssociation(Association):
             dimse.oversize_ids.discard(int(mid or 0))
             return (StoreStatus.OUT_OF_RESOURCES,
                     f"instance over dicom.max_instance_mb ({dimse.max_bytes >> 20} MB)")
+        if getattr(msg, "_rtnode_error", ""):
+            return StoreStatus.CANNOT_UNDERSTAND, f"bad request: {msg._rtnode_error}"
         if mid is None:
             return StoreStatus.CANNOT_UNDERSTAND, "request has no Message ID"
         sop_class = str(msg.AffectedSOPClassUID or "")
@@ -389,7 +436,6 @@ class GuardedHandler(RequestHandler):
         from copy import deepcopy
         assoc.acceptor.supported_contexts = deepcopy(server.contexts)
         assoc.requestor.address_info = self.remote
-        from pynetdicom import evt
         for event in server._handlers:
             if event.is_intervention and server._handlers[event]:
                 assoc.bind(event, *server._handlers[event])
@@ -425,10 +471,17 @@ class GuardedServer(ThreadedAssociationServer):
         super().shutdown()
 
 
+def _any_uid(value: Any) -> tuple[bool, str]:
+    return True, ""
+
+
 def start_guarded_server(ae: AE, address: tuple[str, int], limits: ListenerLimits,
                          listener: Any, evt_handlers: list, ssl_context: ssl.SSLContext | None,
                          on_abuse: Callable[[str, str], None] | None = None) -> GuardedServer:
     """Like ``AE.start_server(block=False)``, with the guarded classes."""
+    # UIDs in requests are judged by _judge_store (with a status); pynetdicom's own check
+    # would raise while decoding and abort the association unanswered
+    _config.VALIDATORS["UI"] = _any_uid
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
                             server_class=GuardedServer, request_handler=GuardedHandler)
     server.gate = Gate(limits, on_abuse)
