@@ -275,3 +275,13 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def event_count(storage: Path, kind: str) -> int:
+    """Events of one kind in a node's index (any kind, not only those `rtnode status` lists)."""
+    import sqlite3
+    db = sqlite3.connect(storage / "index.sqlite", timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
+    finally:
+        db.close()

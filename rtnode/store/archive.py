@@ -255,12 +255,19 @@ class Archive:
     def _inflate(self, dataset: bytes, sop_hint: str) -> bytes:
         """A deflated data set, inflated no further than the instance limit (a 1 MB bomb
         would otherwise become gigabytes in memory)."""
+        # first measure, 1 MB at a time, keeping nothing: zlib's one-shot output would hold
+        # the limit twice over (its blocks and the joined result) before we could judge it
         d = zlib.decompressobj(-zlib.MAX_WBITS)
-        plain = d.decompress(dataset, self.max_instance_bytes + 1)
-        if len(plain) > self.max_instance_bytes or d.unconsumed_tail:
-            raise Refusal(StoreStatus.OUT_OF_RESOURCES, "inflates beyond dicom.max_instance_mb "
-                          f"({self.max_instance_bytes >> 20} MB)", sop_hint)
-        return plain
+        total, chunk, tail = 0, 1 << 20, dataset
+        while tail:
+            total += len(d.decompress(tail, chunk))
+            tail = d.unconsumed_tail
+            if total > self.max_instance_bytes:
+                raise Refusal(StoreStatus.OUT_OF_RESOURCES, "inflates beyond dicom.max_instance_mb "
+                              f"({self.max_instance_bytes >> 20} MB)", sop_hint)
+            if d.eof:
+                break
+        return zlib.decompress(dataset, -zlib.MAX_WBITS)
 
     def _examine(self, meta: FileMetaDataset, dataset: bytes,
                  expected_sop_uid: str | None, sop_hint: str,
