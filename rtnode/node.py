@@ -101,8 +101,10 @@ def startup_verify(archive: Archive) -> None:
     except Exception:
         log.exception("start-up check of the storage failed")
         return
-    if report.orphans or report.missing or report.size_mismatch:
-        log.warning("storage check: %s; run `rtnode verify --repair`", report.summary())
+    if not report.ok:
+        log.warning("storage check: %s; see `rtnode verify`", report.summary())
+    elif report.orphans:
+        log.warning("storage check: %s", report.summary())
     else:
         log.info("storage check: %s", report.summary())
 
