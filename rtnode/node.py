@@ -87,11 +87,14 @@ def release_reserve_if_full(config: Config) -> None:
     """On a full disk, give the reserve back before anything else writes (index, queues)."""
     files = FileStore(config.storage_root, fsync=False)
     reserve = int(config.storage.reserve_mb * 1024 * 1024)
-    if files.reserve_path.exists() and files.free_bytes() < reserve:
+    held = files.reserve_path.exists()
+    free = files.free_bytes()
+    if reserve and (free < reserve or (not held and free < 2 * reserve)):
         freed = files.release_reserve()
-        log.error("STORAGE FULL at start-up: released the %d MB reserve under %s so that the "
-                  "node can run; stores are refused with 0xA700 until space is freed",
-                  freed >> 20, config.storage_root)
+        log.error("STORAGE FULL at start-up: %.1f MB free under %s%s; the node runs, stores are "
+                  "refused with 0xA700 until space is freed", files.free_bytes() / 2**20,
+                  config.storage_root,
+                  f" after releasing the {freed >> 20} MB reserve" if freed else "")
 
 
 def startup_verify(archive: Archive) -> None:

@@ -146,11 +146,15 @@ class Archive:
             self._events.append((kind, fields))
             if time.monotonic() < self._events_retry_at:
                 return
+            released = False
             while self._events:
                 k, f = self._events[0]
                 try:
                     self.index.record_event(k, **f)
                 except Exception as exc:
+                    if not released and "full" in str(exc).lower() and self.release_reserve():
+                        released = True
+                        continue
                     self._events_retry_at = time.monotonic() + EVENT_RETRY_S
                     log.error("cannot record %d event(s) in the index yet (%s); keeping them",
                               len(self._events), exc)
@@ -194,11 +198,24 @@ class Archive:
         """Log and record a refusal decided before filing (e.g. by the listener's guard)."""
         return self._reject(status, reason, sop_uid, calling_ae)
 
+    def release_reserve(self) -> int:
+        """Give the reserve back to the index and queues (the disk is full); stores stay
+        refused until twice the reserve is free again and the node takes it back."""
+        freed = self.files.release_reserve()
+        if freed:
+            log.error("STORAGE FULL: released the %d MB reserve under %s so that the index and "
+                      "queues keep working; stores are refused until space is freed",
+                      freed >> 20, self.root)
+        return freed
+
     def _space_ok(self) -> bool:
-        if self.min_free_bytes <= 0:
+        threshold = self.min_free_bytes
+        if self.reserve_bytes and not self.files.reserve_path.exists():
+            threshold = max(threshold, 2 * self.reserve_bytes)
+        if threshold <= 0:
             return True
         free = self.files.free_bytes()
-        if free >= self.min_free_bytes:
+        if free >= threshold:
             return True
         now = time.monotonic()
         if now - self._last_space_alarm > LOUD_EVERY_S:
