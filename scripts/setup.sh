@@ -20,7 +20,8 @@ for arg in "$@"; do
 done
 
 # chromium: the tests render QC reports headless and look at the screenshot
-APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium)
+# openssl: the TLS tests make a throwaway CA and certificates with its CLI
+APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -55,9 +55,15 @@ def test_silent_connections_do_not_lock_out_allowed_callers(node_factory, course
     node = node_factory(dicom={"allowed_callers": ["TPS1"], "max_associations": 4,
                                "request_timeout": 4.0})
     socks = open_silent(node.port, 20)
+    # and a hundred more that connect and say nothing, or send garbage
+    for i in range(100):
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        if i % 2:
+            s.sendall(bytes(range(256)) * 2)
+        socks.append(s)
     try:
-        # twenty half-open connections, four association slots: the real caller still gets in,
-        # long before any of the silent ones times out
+        # 120 half-open or garbage connections, four association slots: the real caller still
+        # gets in, long before any of the silent ones times out
         t0 = time.monotonic()
         echo = echoscu(node.port, calling="TPS1", timeout=60)
         assert echo.returncode == 0, echo.stdout
