@@ -3,6 +3,7 @@ AE titles pinned to hosts."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -52,8 +53,12 @@ def tls_node(node_factory, pki):
 def test_tls_echo_and_store_with_dcmtk_and_a_client_without_certificate_refused(
         tls_node, pki, course_100):
     client = ["+tls", str(pki / "tps1.key"), str(pki / "tps1.pem")]
+    # silent clients that never start their handshake must not hold the accept loop
+    silent = [socket.create_connection(("127.0.0.1", tls_node.port)) for _ in range(10)]
     r = dcmtk("echoscu", tls_node.port, pki, client)
     assert r.returncode == 0 and "Received Echo Response (Success)" in r.stdout, r.stdout
+    for s in silent:
+        s.close()
     r = dcmtk("storescu", tls_node.port, pki, client, course_100["CT"][:3])
     assert store_responses(r.stdout) == ["Success"] * 3, r.stdout
     assert "with TLS (client certificate required)" in tls_node.log

@@ -104,7 +104,7 @@ class Gate:
         self.on_abuse = on_abuse
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._lock = threading.Lock()
-        self._last_log: dict[str, tuple[float, int]] = {}
+        self._last_log: dict[str, tuple[float, int]] = {}  # 'address kind' ->
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="rtnode-gate", daemon=True)
         self._reaper.start()
@@ -168,14 +168,16 @@ class Gate:
         self.report(p.address, why)
 
     def report(self, address: str, why: str) -> None:
-        """Log abuse once per address per ABUSE_LOG_EVERY_S, with the count in between."""
+        """Log abuse once per address and kind per ABUSE_LOG_EVERY_S, with the count in
+        between."""
         now = time.monotonic()
+        key = f"{address} {why[:24]}"
         with self._lock:
-            last, count = self._last_log.get(address, (0.0, 0))
+            last, count = self._last_log.get(key, (0.0, 0))
             if now - last < ABUSE_LOG_EVERY_S:
-                self._last_log[address] = (last, count + 1)
+                self._last_log[key] = (last, count + 1)
                 return
-            self._last_log[address] = (now, 0)
+            self._last_log[key] = (now, 0)
             if len(self._last_log) > 4096:
                 self._last_log.clear()
         more = f" (and {count} more since the last report)" if count else ""
