@@ -4,19 +4,17 @@ the node's memory must stay bounded."""
 
 from __future__ import annotations
 
-import io
 import socket
 import time
 import zlib
 
 import pydicom
-import pynetdicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage
 
-from peers import (context_id, echoscu, event_count, encode_dataset, raw_association, raw_c_store, rss_kib,
-                   store_responses, storescu)
+from peers import (echoscu, encode_dataset, event_count, raw_association, raw_c_store,
+                   rss_kib, store_responses, storescu)
 
 pytestmark = pytest.mark.network
 
@@ -125,7 +123,7 @@ def test_oversize_pdu_is_aborted_without_buffering(node_factory):
     assert echoscu(node.port).returncode == 0
 
 
-def _bomb_file(folder, course_ct, inflated: int) -> tuple[str, bytes]:
+def _bomb(course_ct, inflated: int) -> tuple[str, bytes]:
     """A CT data set, Deflated Explicit VR Little Endian, whose private OB element inflates to
     `inflated` bytes of zeros (about 1 MB deflated per GiB)."""
     ds = pydicom.dcmread(course_ct)
@@ -142,8 +140,7 @@ def _bomb_file(folder, course_ct, inflated: int) -> tuple[str, bytes]:
 
 
 def test_deflate_bomb_and_oversize_instance_are_refused_with_bounded_memory(node_factory,
-                                                                           course_100,
-                                                                           tmp_path):
+                                                                           course_100):
     """dicom.max_instance_mb = 64: three 1 GiB deflate bombs and a 98 MB plain instance are
     answered 0xA700. Bound on the node's peak RSS growth, 2 x 64 MB: a bomb is measured 1 MB at
     a time and never held; the plain instance is buffered up to the limit (64 MB) and then
@@ -151,7 +148,7 @@ def test_deflate_bomb_and_oversize_instance_are_refused_with_bounded_memory(node
     allocator slack. Unbounded, one bomb alone took 1 GiB.
     """
     node = node_factory(dicom={"max_pdu": MB, "max_instance_mb": 64})
-    bombs = [_bomb_file(tmp_path, course_100["CT"][i], 1024 * MB) for i in range(3)]
+    bombs = [_bomb(course_100["CT"][i], 1024 * MB) for i in range(3)]
     assert all(len(data) < 2 * MB for _, data in bombs)
     big = pydicom.dcmread(course_100["CT"][5])
     big.SOPInstanceUID = generate_uid()

@@ -4,16 +4,14 @@ adopted by the start-up check too; index failures after the rename leave no orph
 from __future__ import annotations
 
 import io
-import shutil
 import sqlite3
 import subprocess
 import time
 
-import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from peers import RTNODE, store_responses, storescu, write_config
+from peers import RTNODE, write_config
 from rtnode.dicom.status import StoreStatus
 from rtnode.phantom import CTGeometry, PhantomCourse
 from rtnode.store.archive import Archive

@@ -104,7 +104,7 @@ class Gate:
         self.on_abuse = on_abuse
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._lock = threading.Lock()
-        self._last_log: dict[str, tuple[float, int]] = {}  # 'address kind' ->
+        self._last_log: dict[str, tuple[float, int]] = {}  # 'address kind' -> (time, count)
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="rtnode-gate", daemon=True)
         self._reaper.start()
