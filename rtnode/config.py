@@ -67,7 +67,7 @@ class DicomConfig(Section):
     max_pending: int = Field(
         32, ge=1, description="connections without a complete A-ASSOCIATE-RQ, in all")
     max_pending_per_address: int = Field(
-        4, ge=1, description="connections without a complete A-ASSOCIATE-RQ, per peer address")
+        8, ge=1, description="connections without a complete A-ASSOCIATE-RQ, per peer address")
     max_instance_mb: float = Field(
         512.0, gt=0, description="largest instance accepted (as received and decompressed), MB")
     caller_hosts: dict[str, list[str]] = Field(

@@ -181,3 +181,15 @@ def test_deflate_bomb_and_oversize_instance_are_refused_with_bounded_memory(node
     assert status["counts"]["instances"] == 0
     assert status["events"]["rejected"] == 4
     assert not [p for p in (node.storage / "dicom").rglob("*") if p.is_file()]
+
+
+def test_a_burst_of_honest_parallel_associations_all_get_in(node):
+    """More parallel callers from one address than max_pending_per_address: none is evicted,
+    because each completes its A-ASSOCIATE-RQ within the grace period."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda i: echoscu(node.port, calling=f"SCU{i}", timeout=60),
+                                range(12)))
+    assert [r.returncode for r in results] == [0] * 12, [r.stdout for r in results if r.returncode]
+    assert "dropped connection" not in node.log

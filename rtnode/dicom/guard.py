@@ -66,6 +66,8 @@ ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 #: how often the same address's dropped connections are logged while a flood lasts
 ABUSE_LOG_EVERY_S = 10.0
 VERIFICATION = "1.2.840.10008.1.1"
+#: a pending connection younger than this is not evicted by the per-address limit
+PENDING_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class ListenerLimits:
     request_timeout: float = 10.0
     read_timeout: float = 30.0
     max_pending: int = 32
-    max_pending_per_address: int = 4
+    max_pending_per_address: int = 8
     max_pdu: int = 0
     max_instance_bytes: int = 512 * 1024 * 1024
 
@@ -116,9 +118,13 @@ class Gate:
     def admit(self, sock: socket.socket, address: str) -> None:
         """Track a new connection; drop the oldest pending ones over either limit."""
         dropped: list[tuple[_Pending, str]] = []
+        now = time.monotonic()
         with self._lock:
             same = [p for p in self._pending.values() if p.address == address]
-            while len(same) >= self.limits.max_pending_per_address:
+            # a burst of honest parallel connections completes its requests in milliseconds:
+            # only connections pending longer than the grace period are evicted for it
+            while len(same) >= self.limits.max_pending_per_address \
+                    and now - same[0].since > PENDING_GRACE_S:
                 old = same.pop(0)
                 self._pending.pop(id(old.sock), None)
                 dropped.append((old, f"more than dicom.max_pending_per_address="
@@ -128,7 +134,7 @@ class Gate:
                 _, old = self._pending.popitem(last=False)
                 dropped.append((old, f"more than dicom.max_pending={self.limits.max_pending} "
                                      "incomplete associations"))
-            self._pending[id(sock)] = _Pending(sock, address, time.monotonic())
+            self._pending[id(sock)] = _Pending(sock, address, now)
         for p, why in dropped:
             self._drop(p, why)
 
