@@ -122,7 +122,7 @@ class Archive:
         """Dedupe, publish and index of one SOP Instance UID happen one at a time, so that
         the index digest always describes the file on disk (two associations sending the same
         UID with different bytes would otherwise interleave rename and commit)."""
-        stripe = hash(sop_uid) % LOCK_STRIPES
+        stripe = zlib.crc32(sop_uid.encode()) % LOCK_STRIPES  # the same in every process
         with self._stripes[stripe]:
             try:
                 fd = self._lock_files()[stripe]
