@@ -43,7 +43,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-get_config = config_or_exit
+def get_config(path: Optional[Path]) -> Config:
+    """The config, with this process's DICOM TLS settings registered for outgoing calls."""
+    cfg = config_or_exit(path)
+    from rtnode.dicom import tls
+    tls.configure(cfg)
+    return cfg
 
 
 def print_json(data: Any) -> None:
@@ -88,7 +93,7 @@ def serve(
 
     from rtnode.courses.rules import RulesError
     from rtnode.logs import setup_logging
-    from rtnode.node import Node, NodeAlreadyRunning
+    from rtnode.node import ListenerError, Node, NodeAlreadyRunning
     from rtnode.web.server import HttpStartError
 
     cfg = get_config(config)
@@ -110,12 +115,12 @@ def serve(
         for problem in exc.problems:
             err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except NodeAlreadyRunning as exc:
+    except (NodeAlreadyRunning, ListenerError) as exc:
         raise fail(str(exc)) from None
     except HttpStartError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
-        raise fail(f"cannot start the listener on {cfg.dicom.bind}:{cfg.dicom.port}: "
+        raise fail(f"cannot start the node under {cfg.storage_root}: "
                    f"{exc.strerror or exc}") from None
     raise typer.Exit(code)
 
@@ -236,6 +241,35 @@ def instances(config: Optional[Path] = ConfigOption, patient_id: Optional[str] =
              ["patient_id", "modality", "instance_number", "sop_instance_uid", "size",
               "received_at", "calling_ae"],
              patient_id=patient_id, study_uid=study_uid, series_uid=series_uid)
+
+
+@app.command()
+def verify(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption,
+           repair: bool = typer.Option(False, "--repair", help="Index orphans that pass the "
+                                       "receive checks (others go to quarantine/) and drop "
+                                       "the rows of missing files."),
+           quick: bool = typer.Option(False, "--quick", help="Skip the SHA-256 check.")) -> None:
+    """Index against disk: orphan files, missing files, sizes and SHA-256 digests.
+    Exit code 1 when they disagree (after --repair: when anything is left)."""
+    from rtnode.store.archive import Archive
+    from rtnode.store.verify import verify as run_verify
+
+    cfg = get_config(config)
+    archive = Archive.from_config(cfg)
+    try:
+        report = run_verify(archive, hash_files=not quick, repair=repair)
+    finally:
+        archive.close()
+    if as_json:
+        print_json(report.to_json_dict())
+    else:
+        out.print(("[green]ok[/] " if report.ok else "[bold red]problems:[/] ")
+                  + report.summary(), highlight=False)
+        for name in ("orphans", "missing", "size_mismatch", "digest_mismatch"):
+            for rel in getattr(report, name)[:50]:
+                out.print(f"  {name}: {rel}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- courses -----------------------------------------------------------------------------------

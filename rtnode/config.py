@@ -34,6 +34,19 @@ def _check_ae(value: str) -> str:
     return value.strip()
 
 
+class TLSConfig(Section):
+    """DICOM TLS (PS3.15 Annex B): one certificate for the listener and every outgoing
+    association, the CA that signs the peers'."""
+
+    enabled: bool = Field(False, description="TLS on the listener and on outgoing associations")
+    certificate: Path | None = Field(None, description="our certificate (PEM)")
+    private_key: Path | None = Field(None, description="its private key (PEM, unencrypted)")
+    ca_certificates: Path | None = Field(
+        None, description="CA certificate(s) (PEM) that peers' certificates must chain to")
+    require_client_certificate: bool = Field(
+        False, description="refuse callers that present no certificate signed by the CA")
+
+
 class DicomConfig(Section):
     """The DICOM listener."""
 
@@ -47,6 +60,21 @@ class DicomConfig(Section):
     acse_timeout: float = Field(30.0, gt=0, description="seconds to wait for association messages")
     dimse_timeout: float = Field(120.0, gt=0, description="seconds to wait for DIMSE messages")
     network_timeout: float = Field(120.0, gt=0, description="seconds an idle association lives")
+    request_timeout: float = Field(
+        10.0, gt=0, description="seconds a new connection has to complete its A-ASSOCIATE-RQ")
+    read_timeout: float = Field(
+        30.0, gt=0, description="seconds a PDU being received may stall between bytes")
+    max_pending: int = Field(
+        32, ge=1, description="connections without a complete A-ASSOCIATE-RQ, in all")
+    max_pending_per_address: int = Field(
+        8, ge=1, description="connections without a complete A-ASSOCIATE-RQ, per peer address")
+    max_instance_mb: float = Field(
+        512.0, gt=0, description="largest instance accepted (as received and decompressed), MB")
+    caller_hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="calling AE title -> the only hosts/addresses it may call from")
+    tls: TLSConfig = Field(default_factory=TLSConfig,
+                             description="DICOM TLS on the listener and outgoing associations")
 
     @field_validator("ae_title")
     @classmethod
@@ -57,6 +85,15 @@ class DicomConfig(Section):
     @classmethod
     def _callers(cls, v: list[str]) -> list[str]:
         return [_check_ae(x) for x in v]
+
+    @field_validator("caller_hosts")
+    @classmethod
+    def _caller_hosts(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {_check_ae(ae): hosts for ae, hosts in v.items()}
+
+    @property
+    def max_instance_bytes(self) -> int:
+        return int(self.max_instance_mb * 1024 * 1024)
 
 
 class PeerConfig(Section):
@@ -93,6 +130,8 @@ class StorageConfig(Section):
     root: Path = Field(Path("storage"), description="relative paths resolve against config folder")
     min_free_gb: float = Field(1.0, ge=0, description="below this free space, refuse with 0xA700")
     fsync: bool = Field(True, description="fsync each file before acknowledging it")
+    reserve_mb: float = Field(
+        32.0, ge=0, description="space held back so the node can start and log on a full disk")
 
 
 class WorkersConfig(Section):

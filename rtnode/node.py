@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pydicom
 import yaml
@@ -31,8 +33,10 @@ from rtnode.queue.worker import WorkerPool
 from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
 from rtnode.store.index import utc_now
+from rtnode.store.files import FileStore
 from rtnode.store.schema import SCHEMA_VERSION
 from rtnode.web.server import start_web
+from rtnode.store.verify import verify
 
 log = logging.getLogger("rtnode.node")
 
@@ -46,6 +50,10 @@ class NodeAlreadyRunning(RuntimeError):
     """A live node already serves this storage root."""
 
 
+class ListenerError(RuntimeError):
+    """The DICOM port could not be opened (in use, not permitted, bad TLS files)."""
+
+
 def write_effective_config(config: Config) -> os.PathLike:
     """The configuration the workers load: file + environment + command line, paths absolute."""
     data = config.model_dump(mode="json")
@@ -53,14 +61,56 @@ def write_effective_config(config: Config) -> os.PathLike:
     data["courses"]["rules_dir"] = str(config.rules_dir)
     if config.log_file is not None:
         data["logging"]["file"] = str(config.log_file)
+    from rtnode.dicom.tls import resolve
+    for key in ("certificate", "private_key", "ca_certificates"):
+        p = resolve(getattr(config.dicom.tls, key), config.base_dir)
+        data["dicom"]["tls"][key] = None if p is None else str(p)
+    text = ("# written by rtnode serve for its workers; edit the real config instead\n"
+            + yaml.safe_dump(data, sort_keys=False))
     folder = config.storage_root / "run"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("# written by rtnode serve for its workers; edit the real config instead\n"
-                   + yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "config.yaml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk must not stop the node: the workers read it from /tmp
+        fd, name = tempfile.mkstemp(prefix="rtnode-config-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        log.error("cannot write %s (%s); the workers read their config from %s", folder, exc,
+                  name)
+        return Path(name)
     return path
+
+
+def release_reserve_if_full(config: Config) -> None:
+    """On a full disk, give the reserve back before anything else writes (index, queues)."""
+    files = FileStore(config.storage_root, fsync=False)
+    reserve = int(config.storage.reserve_mb * 1024 * 1024)
+    held = files.reserve_path.exists()
+    free = files.free_bytes()
+    if reserve and (free < reserve or (not held and free < 2 * reserve)):
+        freed = files.release_reserve()
+        log.error("STORAGE FULL at start-up: %.1f MB free under %s%s; the node runs, stores are "
+                  "refused with 0xA700 until space is freed", files.free_bytes() / 2**20,
+                  config.storage_root,
+                  f" after releasing the {freed >> 20} MB reserve" if freed else "")
+
+
+def startup_verify(archive: Archive) -> None:
+    """The cheap part of `rtnode verify` (no hashing): adopt orphans, report the rest."""
+    try:
+        report = verify(archive, hash_files=False, repair=True, drop_missing=False)
+    except Exception:
+        log.exception("start-up check of the storage failed")
+        return
+    if not report.ok:
+        log.warning("storage check: %s; see `rtnode verify`", report.summary())
+    elif report.orphans:
+        log.warning("storage check: %s", report.summary())
+    else:
+        log.info("storage check: %s", report.summary())
 
 
 class Pipeline(threading.Thread):
@@ -112,6 +162,26 @@ class Node:
                  signal.Signals(signum).name)
         self.stopping.set()
 
+    def _heartbeat(self, root: Path, info: NodeInfo, pool: WorkerPool, archive: Archive,
+                   failing: bool) -> bool:
+        """node.json, waiting events, the reserve; a full disk degrades this, never stops the
+        node. Returns whether the heartbeat is failing (logged once per change)."""
+        try:
+            info.workers[:] = pool.describe()
+            write_node_info(root, info)
+            archive.flush_events()
+            if archive.reserve_bytes and archive.files.hold_reserve(archive.reserve_bytes) \
+                    and failing:
+                log.info("storage writable again; reserve held")
+        except Exception as exc:
+            if not failing:
+                log.error("heartbeat cannot write under %s (%s); serving on, node.json is stale",
+                          root, exc)
+            return True
+        if failing:
+            log.info("heartbeat writes again")
+        return False
+
     def run(self) -> int:
         root = self.config.storage_root
         other = read_node_info(root)
@@ -124,6 +194,7 @@ class Node:
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         registry = load_stages(self.config.stages.plugins)
         rules = load_rules(self.config.rules_dir, registry)
+        release_reserve_if_full(self.config)
         archive = Archive.from_config(self.config)
         archive.recover()
         devices = self.config.gpu_devices()
@@ -135,29 +206,38 @@ class Node:
                           self.config.workers.threads_per_worker)
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds)
-        scp = StorageSCP(self.config.dicom, archive)
+        scp = StorageSCP(self.config.dicom, archive, self.config.base_dir)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        scp.start()  # first: a port already in use stops us before any worker is spawned
+        try:  # first: a port already in use stops us before any worker is spawned
+            scp.start()
+        except (OSError, ValueError) as exc:
+            archive.close()
+            raise ListenerError(
+                f"cannot start the listener on {self.config.dicom.bind}:"
+                f"{self.config.dicom.port}: {getattr(exc, 'strerror', None) or exc}") from None
         try:
             web = start_web(self.config, scp)  # dashboard, API, /metrics (http.enabled)
         except Exception:
             scp.stop(0)
+            archive.close()
             raise
         pool.start()
         pipeline.start()
         self._log_start(archive, scp.port, capacity)
         log.info("rules: %d from %s", len(rules.rules), self.config.rules_dir)
+        threading.Thread(target=startup_verify, args=(archive,), name="rtnode-verify",
+                         daemon=True).start()
         info = NodeInfo(pid=os.getpid(), ae_title=self.config.dicom.ae_title,
                         bind=self.config.dicom.bind, port=scp.port, started_at=utc_now())
         last_beat = 0.0
+        beat_failing = False
         try:
             while not self.stopping.is_set():
                 pool.check()
                 if time.monotonic() - last_beat >= HEARTBEAT_S:
-                    info.workers[:] = pool.describe()
-                    write_node_info(root, info)
                     last_beat = time.monotonic()
+                    beat_failing = self._heartbeat(root, info, pool, archive, beat_failing)
                 self.stopping.wait(SUPERVISE_S)
         finally:
             drained = scp.stop(DRAIN_SECONDS)
@@ -166,7 +246,10 @@ class Node:
             pipeline.stop()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)
-            archive.close()
+            try:
+                archive.close()
+            except Exception:
+                log.exception("closing the index failed")
             log.info("stopped after %d stored instance(s)%s", scp.stored,
                      "" if drained else " (some associations were aborted)")
         return 0

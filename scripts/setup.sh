@@ -24,6 +24,8 @@ done
 APT_PACKAGES=(dcmtk orthanc dicom3tools redis-server chromium chromium-driver postgresql)
 # plastimatch: the peer scripts/bench/body.py measures builtin:body against
 APT_PACKAGES+=(plastimatch)
+# openssl: the TLS tests make a throwaway CA and certificates with its CLI
+APT_PACKAGES+=(openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -201,3 +201,92 @@ class NodeProcess:
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+# -- raw DICOM requests (for malformed input the regular SCUs refuse to send) ------------------
+
+def raw_association(port: int, contexts: Sequence[tuple[str, str]], *, calling: str = "RAWSCU",
+                    called: str = "RTNODE", timeout: float = 30):
+    """A pynetdicom association proposing exactly these (SOP class, transfer syntax) pairs."""
+    from pynetdicom import AE
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established, "association refused"
+    return assoc
+
+
+def context_id(assoc, sop_class: str) -> int:
+    return next(cx.context_id for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == sop_class)
+
+
+def raw_c_store(assoc, cx_id: int, sop_class: object, sop_uid: object, data: bytes,
+                message_id: int | None = 1):
+    """Send one C-STORE-RQ with whatever request fields and data set bytes it is given, and
+    return the response (a C_STORE primitive) or None when none came before the DIMSE timeout."""
+    from io import BytesIO
+
+    from pynetdicom import _config
+    from pynetdicom.dimse_primitives import C_STORE
+    req = C_STORE()
+    req.MessageID = message_id
+    strict = _config.VALIDATORS["UI"]
+    _config.VALIDATORS["UI"] = lambda value: (True, "")  # malformed UIDs are the point here
+    try:
+        req.AffectedSOPClassUID = sop_class
+        req.AffectedSOPInstanceUID = sop_uid
+    finally:
+        _config.VALIDATORS["UI"] = strict
+    req.Priority = 2
+    req.DataSet = BytesIO(data) if data else None  # None: CommandDataSetType "no data set"
+    # pause the association's own reactor, as pynetdicom's send_* methods do, or it takes the
+    # response off the queue first
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, cx_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return rsp
+
+
+def encode_dataset(ds, transfer_syntax: str = "1.2.840.10008.1.2.1") -> bytes:
+    """A data set's bytes as a C-STORE carries them (Explicit VR Little Endian by default)."""
+    import io
+
+    from pydicom.dataset import FileMetaDataset
+
+    from rtnode.store.part10 import split_part10
+    ds = ds.copy()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.2") or \
+        "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "1.2.3") or "1.2.3"
+    meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta = meta
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return split_part10(buf.getvalue())[1]
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (VmRSS) or its peak (VmHWM), KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def event_count(storage: Path, kind: str) -> int:
+    """Events of one kind in a node's index (any kind, not only those `rtnode status` lists)."""
+    import sqlite3
+    db = sqlite3.connect(storage / "index.sqlite", timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
+    finally:
+        db.close()

@@ -20,6 +20,7 @@ from pynetdicom.sop_class import (
 )
 
 from rtnode.config import RemoteConfig
+from rtnode.dicom.tls import tls_args
 
 
 class RemoteError(ConnectionError):
@@ -59,7 +60,8 @@ class QueryRetrieveSCU:
         ae.add_requested_context(model)
         ae.acse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
         ae.dimse_timeout = 3600  # a C-MOVE's final response comes after the whole series
-        assoc = ae.associate(self.remote.host, self.remote.port, ae_title=self.remote.ae_title)
+        assoc = ae.associate(self.remote.host, self.remote.port, ae_title=self.remote.ae_title,
+                             tls_args=tls_args(self.remote.host))
         if assoc.is_rejected:
             raise RemoteError(f"association rejected by {self}: check that it knows our AE "
                               f"title {self.calling_ae!r}")

@@ -2,22 +2,30 @@
 
 Each C-STORE hands the encoded data set, untouched, to the archive — no decode and re-encode on
 the hot path — and answers with whatever status the archive decided. Association-level policy
-(allowed callers, association limit, PDU size, timeouts) is pynetdicom's own, configured here.
+(allowed callers, association limit, PDU size, timeouts) is pynetdicom's own, configured here;
+what keeps a hostile or broken peer from holding the node (pending connections, bounded reads,
+PDU and instance size, an answer to every request) is in ``guard.py``, TLS in ``tls.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from rtnode.config import DicomConfig
+from rtnode.dicom.guard import ListenerAE, ListenerLimits, start_guarded_server
+from rtnode.dicom.status import StoreStatus
+from rtnode.dicom.tls import server_context
 from rtnode.store.archive import Archive
 
 log = logging.getLogger("rtnode.dicom")
@@ -37,17 +45,33 @@ def _store_status(status: int, reason: str) -> Dataset:
 class StorageSCP:
     """One listening socket; ``start`` returns at once, ``stop`` drains in-flight associations."""
 
-    def __init__(self, dicom: DicomConfig, archive: Archive):
+    def __init__(self, dicom: DicomConfig, archive: Archive, base_dir: Path | None = None):
         self.config = dicom
         self.archive = archive
+        self.base_dir = base_dir or Path.cwd()
         self.ae = self._build_ae()
         self._server: Any = None
         self.stored = 0
         self._count_lock = threading.Lock()
+        self._pinned = self._resolve_pins()
 
-    def _build_ae(self) -> AE:
+    def _resolve_pins(self) -> dict[str, set[str]]:
+        """caller_hosts as sets of addresses (host names resolved once, at start)."""
+        pins: dict[str, set[str]] = {}
+        for ae_title, hosts in self.config.caller_hosts.items():
+            addresses: set[str] = set()
+            for host in hosts:
+                addresses.add(host)
+                try:
+                    addresses.update(socket.gethostbyname_ex(host)[2])
+                except OSError:
+                    log.warning("dicom.caller_hosts.%s: cannot resolve %r", ae_title, host)
+            pins[ae_title] = addresses
+        return pins
+
+    def _build_ae(self) -> ListenerAE:
         c = self.config
-        ae = AE(ae_title=c.ae_title)
+        ae = ListenerAE(ae_title=c.ae_title)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -69,35 +93,63 @@ class StorageSCP:
 
     def _on_store(self, event: evt.Event) -> Dataset:
         assoc = event.assoc
-        # A C-STORE sub-operation of a C-MOVE we asked for names us as its move originator:
-        # that instance was retrieved for a cohort, not sent to us for clinical work.
-        originator = str(event.request.MoveOriginatorApplicationEntityTitle or "").strip()
-        origin = "retrieved" if originator == self.config.ae_title else "received"
-        outcome = self.archive.file_instance(
-            event.file_meta, event.request.DataSet.getvalue(),
-            calling_ae=assoc.requestor.ae_title, called_ae=assoc.acceptor.ae_title,
-            origin=origin, expected_sop_uid=str(event.request.AffectedSOPInstanceUID or ""))
+        request = event.request
+        try:
+            # A C-STORE sub-operation of a C-MOVE we asked for names us as its move originator:
+            # that instance was retrieved for a cohort, not sent to us for clinical work.
+            originator = str(request.MoveOriginatorApplicationEntityTitle or "").strip()
+            origin = "retrieved" if originator == self.config.ae_title else "received"
+            outcome = self.archive.file_instance(
+                event.file_meta, request.DataSet.getvalue(),
+                calling_ae=assoc.requestor.ae_title, called_ae=assoc.acceptor.ae_title,
+                origin=origin, expected_sop_uid=str(request.AffectedSOPInstanceUID or ""),
+                expected_sop_class=str(request.AffectedSOPClassUID or ""))
+        except Exception as exc:  # the archive answers everything; this is the last guard
+            log.exception("filing failed unexpectedly")
+            return _store_status(StoreStatus.OUT_OF_RESOURCES,
+                                 f"internal error: {type(exc).__name__}")
         if outcome.ok:
             with self._count_lock:
                 self.stored += 1
         return _store_status(outcome.status, outcome.reason)
 
+    def refuse_request(self, assoc: Any, status: int, reason: str, sop_uid: str) -> None:
+        """A C-STORE request refused before its data set reached the archive (guard.py)."""
+        self.archive.refuse(status, reason, sop_uid, assoc.requestor.ae_title)
+
+    def _on_abuse(self, address: str, why: str) -> None:
+        self.archive.record_event("connection_dropped", detail=f"{address}: {why}")
+
+    def _on_requested(self, event: evt.Event) -> None:
+        """Pin AE titles to hosts (dicom.caller_hosts) before the association is negotiated."""
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        allowed = self._pinned.get(calling)
+        if allowed is None or assoc.requestor.address in allowed:
+            return
+        assoc._rtnode_why = (f"calling AE {calling} may only call from "
+                             f"{', '.join(sorted(self.config.caller_hosts[calling]))}")
+        assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, calling AE title not recognised
+        assoc.is_rejected = True
+        self._on_rejected(event)
+        assoc.kill()
+
     def _on_rejected(self, event: evt.Event) -> None:
-        rq = event.assoc.requestor
+        assoc = event.assoc
+        rq = assoc.requestor
         calling = rq.ae_title
-        if self.config.allowed_callers and calling not in self.config.allowed_callers:
+        called = str(getattr(rq.primitive, "called_ae_title", "") or "").strip()
+        if getattr(assoc, "_rtnode_why", ""):
+            why = assoc._rtnode_why
+        elif self.config.allowed_callers and calling not in self.config.allowed_callers:
             why = "calling AE title not in dicom.allowed_callers"
-        elif len(self.ae.active_associations) > self.config.max_associations:
-            why = f"association limit reached (dicom.max_associations={self.config.max_associations})"
+        elif called != self.config.ae_title:
+            why = f"called AE title {called!r} is not ours ({self.config.ae_title!r})"
         else:
-            why = f"called AE title {event.assoc.acceptor.ae_title!r} is not ours"
-        log.warning("rejected association from %s at %s:%s: %s", calling, rq.address, rq.port,
-                    why)
-        try:
-            self.archive.index.record_event("association_rejected", calling_ae=calling,
-                                            detail=why)
-        except Exception:
-            log.exception("could not record the rejection")
+            why = f"association limit reached (dicom.max_associations={self.config.max_associations})"
+        log.warning("rejected association from %s at %s:%s calling %s: %s", calling, rq.address,
+                    rq.port, called or "?", why)
+        self.archive.record_event("association_rejected", calling_ae=calling, detail=why)
 
     def _on_established(self, event: evt.Event) -> None:
         rq = event.assoc.requestor
@@ -115,6 +167,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
@@ -122,10 +175,26 @@ class StorageSCP:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def limits(self) -> ListenerLimits:
+        c = self.config
+        return ListenerLimits(request_timeout=c.request_timeout, read_timeout=c.read_timeout,
+                              max_pending=c.max_pending,
+                              max_pending_per_address=c.max_pending_per_address,
+                              max_pdu=c.max_pdu, max_instance_bytes=c.max_instance_bytes)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return server_context(self.config.tls, self.base_dir) if self.config.tls.enabled \
+            else None
+
     def start(self, bind: str | None = None, port: int | None = None) -> None:
         address = (bind or self.config.bind, port or self.config.port)
-        self._server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
-        log.info("listening as %s on %s:%d", self.ae.ae_title, *address)
+        context = self.ssl_context()
+        self._server = start_guarded_server(self.ae, address, self.limits(), self,
+                                            self.handlers(), context, self._on_abuse)
+        tls = "" if context is None else (
+            " with TLS" + (" (client certificate required)"
+                           if self.config.tls.require_client_certificate else ""))
+        log.info("listening as %s on %s:%d%s", self.ae.ae_title, *address, tls)
 
     @property
     def port(self) -> int:

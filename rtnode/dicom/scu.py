@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from rtnode.dicom.tls import tls_args
+
 _ADDRESS = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
 
 
@@ -46,7 +48,8 @@ def echo(peer: Peer, calling_ae: str = "RTNODE", timeout: float = 10.0) -> EchoR
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
+                         tls_args=tls_args(peer.host))
     if assoc.is_rejected:
         return EchoResult(False, None, f"association rejected by {peer}")
     if not assoc.is_established:

@@ -20,6 +20,7 @@ import pydicom
 from pynetdicom import AE, evt
 
 from rtnode.dicom.scu import Peer
+from rtnode.dicom.tls import tls_args
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ def _attempt(number: int, paths: list[Path], contexts: list[tuple[str, str]], pe
 
     try:
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                             evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
+                             evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)],
+                             tls_args=tls_args(peer.host))
     except Exception as exc:  # noqa: BLE001 - a failed connect must become a recorded attempt
         return SendAttempt(number, now, None, f"no association: {exc}"), False
     if assoc.is_rejected:

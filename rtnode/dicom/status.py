@@ -7,7 +7,11 @@ from enum import IntEnum
 
 class StoreStatus(IntEnum):
     SUCCESS = 0x0000
-    #: Refused: Out of Resources — disk below storage.min_free_gb or the write failed.
+    #: Refused: SOP Class not supported — a C-STORE of Verification or of a class that differs
+    #: from its presentation context.
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    #: Refused: Out of Resources — disk below storage.min_free_gb, the write or the index commit
+    #: failed, or the instance is larger than dicom.max_instance_mb.
     OUT_OF_RESOURCES = 0xA700
     #: Error: Data Set does not match SOP Class — a required UID (Study/Series/SOP) is missing.
     DATASET_MISMATCH = 0xA900

@@ -117,9 +117,8 @@ def parse_dataset(raw: bytes, implicit_vr: bool,
     pixel_bytes = None
     try:
         for elem in data_element_generator(fp, implicit_vr, little_endian, defer_size=None):
-            if isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH \
-                    and elem.value is not None:
-                if len(elem.value) != elem.length:
+            if isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH:
+                if elem.value is not None and len(elem.value) != elem.length:
                     raise IncompleteDataset(
                         f"element {elem.tag} declares {elem.length} bytes, only "
                         f"{len(elem.value)} present")
@@ -147,7 +146,11 @@ def check_pixel_data(ds: Dataset, pixel_bytes: int | None) -> None:
     A sender that re-encodes a truncated file produces a well-formed data set with short Pixel
     Data; accepting it would file a CT slice that no viewer or stage can read.
     """
-    if pixel_bytes is None or "Rows" not in ds or "BitsAllocated" not in ds:
+    if pixel_bytes is None or "Rows" not in ds:
+        return
+    if pixel_bytes == 0 and (ds.get("Rows") or ds.get("Columns")):
+        raise IncompleteDataset("Pixel Data is empty although Rows/Columns describe an image")
+    if "BitsAllocated" not in ds:
         return
     bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) \
         * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated)
@@ -190,11 +193,40 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+#: what an SQLite INTEGER holds; an IS value beyond it (IS allows 12 characters, senders send
+#: more) is kept in the file and left out of the index rather than failing the commit
+INT64 = (-(2**63), 2**63 - 1)
+#: the UIDs that name the instance; their raw values are checked for stray padding
+NAMING_UIDS = {Tag(kw): kw for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                      "SeriesInstanceUID")}
+
+
 def _int(value: Any) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        n = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return n if n is None or INT64[0] <= n <= INT64[1] else None
+
+
+def uid_padding_problem(ds: Dataset) -> str | None:
+    """A naming UID whose raw value carries whitespace (UI pads with one trailing NUL only).
+
+    pydicom strips such padding when it converts the value, so the index would keep the
+    trimmed UID while the file keeps the untrimmed one: two different identities.
+    """
+    for tag, keyword in NAMING_UIDS.items():
+        if tag not in ds:
+            continue
+        raw = ds.get_item(tag).value
+        if not isinstance(raw, (bytes, bytearray)):
+            continue
+        body = bytes(raw)
+        if body.endswith(b"\x00") and len(body) % 2 == 0:
+            body = body[:-1]
+        if body != body.strip() or b"\x00" in body:
+            return f"{keyword} {body.decode('latin-1')!r} has leading/trailing padding"
+    return None
 
 
 def instance_record(ds: Dataset) -> InstanceRecord:

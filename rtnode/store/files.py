@@ -26,6 +26,10 @@ class Staged:
     digest: str
 
 
+#: the reserve file under the storage root (see hold_reserve)
+RESERVE_FILE = "reserve"
+
+
 class InvalidUID(ValueError):
     """A UID that would name a file breaks the DICOM UID grammar."""
 
@@ -136,3 +140,41 @@ class FileStore:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    # -- the reserve: space held back for a full disk ---------------------------------------
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.root / RESERVE_FILE
+
+    def hold_reserve(self, size: int) -> bool:
+        """Create the reserve file (size bytes, really allocated) when it is missing and there
+        is room for it and as much again; True when it exists afterwards."""
+        path = self.reserve_path
+        if size <= 0:
+            return False
+        if path.exists():
+            return True
+        if self.free_bytes() < 2 * size:
+            return False
+        tmp = self.tmp_dir / "reserve.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        return True
+
+    def release_reserve(self) -> int:
+        """Delete the reserve; returns the bytes freed."""
+        try:
+            size = self.reserve_path.stat().st_size
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
