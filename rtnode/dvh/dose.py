@@ -41,6 +41,21 @@ class DoseVolume:
     def max_gy(self) -> float:
         return float(self.values.max(initial=0.0))
 
+    @cached_property
+    def voxel_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) of the 8 dose-grid values around every voxel cell [k:k+2, j:j+2,
+        i:i+2]: the trilinear dose anywhere inside that cell lies between them."""
+        v = self.values
+        lo = hi = v[:-1, :-1, :-1]
+        for dk in (0, 1):
+            for dj in (0, 1):
+                for di in (0, 1):
+                    if dk or dj or di:
+                        corner = v[dk:v.shape[0] - 1 + dk, dj:v.shape[1] - 1 + dj,
+                                   di:v.shape[2] - 1 + di]
+                        lo, hi = np.minimum(lo, corner), np.maximum(hi, corner)
+        return np.ascontiguousarray(lo), np.ascontiguousarray(hi)
+
     @property
     def spacing(self) -> tuple[float, float, float]:
         def step(a: np.ndarray) -> float:
@@ -57,17 +72,19 @@ class DoseVolume:
                    for a, b in ((self.x, other.x), (self.y, other.y), (self.z, other.z)))
 
 
-def _frame_positions(ds: Dataset, frames: int, normal_z: float) -> np.ndarray:
-    """Patient z of every frame from GridFrameOffsetVector in either DICOM form.
+def _frame_positions(ds: Dataset, frames: int, normal: np.ndarray, axis: int) -> np.ndarray:
+    """Patient coordinate (along ``axis``, the one the slice normal runs along) of every frame,
+    from GridFrameOffsetVector in either DICOM form.
 
     Relative form: the first offset is 0 and offsets run along the slice normal from IPP.
-    Absolute form (older exports): the first offset equals IPP z and offsets are z positions.
+    Absolute form (older exports, axial grids): the first offset equals IPP z and offsets are
+    z positions.
     """
-    ipp_z = float(ds.ImagePositionPatient[2])
+    ipp = float(ds.ImagePositionPatient[axis])
     gfov = getattr(ds, "GridFrameOffsetVector", None)
     if gfov is None or len(gfov) == 0:
         if frames == 1:
-            return np.array([ipp_z])
+            return np.array([ipp])
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: {frames} frames but no "
                             "GridFrameOffsetVector")
     offsets = np.asarray([float(v) for v in gfov], dtype=float)
@@ -75,12 +92,12 @@ def _frame_positions(ds: Dataset, frames: int, normal_z: float) -> np.ndarray:
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector has "
                             f"{offsets.size} values for {frames} frames")
     if abs(offsets[0]) < 1e-6:
-        return ipp_z + normal_z * offsets
-    if abs(offsets[0] - ipp_z) < 1e-3:
+        return ipp + float(normal[axis]) * offsets
+    if axis == 2 and abs(offsets[0] - ipp) < 1e-3:
         return offsets
     raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector starts at "
-                        f"{offsets[0]} — neither 0 (relative) nor ImagePositionPatient z "
-                        f"{ipp_z} (absolute)")
+                        f"{offsets[0]:g} — neither 0 (relative) nor ImagePositionPatient z "
+                        f"{ipp:g} (absolute)")
 
 
 def _units_factor(ds: Dataset, values_max: float, prescription_gy: float | None) -> float:
@@ -103,15 +120,48 @@ def _units_factor(ds: Dataset, values_max: float, prescription_gy: float | None)
     raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: unknown DoseUnits {units!r}")
 
 
+#: a direction cosine counts as along a patient axis when it is this close to ±1
+AXIS_TOLERANCE = 1e-4
+
+
+def _axis_of(direction: np.ndarray) -> int | None:
+    """Patient axis (0 x, 1 y, 2 z) a unit direction lies along, or None when oblique."""
+    a = int(np.argmax(np.abs(direction)))
+    return a if abs(abs(direction[a]) - 1.0) < AXIS_TOLERANCE else None
+
+
+def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """Row and column cosines, slice normal, and the patient axis of each array axis
+    (frames, rows, columns); any axis-aligned ImageOrientationPatient (HFS, FFS, HFP, FFP,
+    HFDL, HFDR, FFDL, FFDR, and sagittal or coronal stacks) is accepted, an oblique one is not."""
+    try:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+    except (AttributeError, TypeError, ValueError):
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: missing or unreadable "
+                            "ImageOrientationPatient") from None
+    if len(iop) != 6:
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient has "
+                            f"{len(iop)} values, not 6")
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    normal = np.cross(row, col)
+    axes = (_axis_of(normal), _axis_of(col), _axis_of(row))
+    if None in axes or len(set(axes)) != 3:
+        shown = "\\".join(f"{v:g}" for v in iop)
+        raise DVHInputError(
+            f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {shown} is oblique; only dose "
+            "grids whose rows, columns and frames run along the patient axes are supported")
+    return row, col, normal, axes  # type: ignore[return-value]
+
+
 def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
-    """One RTDOSE as a DoseVolume in Gy (DoseGridScaling applied, axes sorted ascending)."""
+    """One RTDOSE as a DoseVolume in Gy (DoseGridScaling applied, axes sorted ascending).
+
+    The pixel array (frames, rows, columns) is transposed so that its axes run along patient
+    z, y, x whatever the grid's orientation, then flipped where a direction is negative.
+    """
     if getattr(ds, "Modality", "RTDOSE") != "RTDOSE":
         raise DVHInputError(f"expected an RTDOSE, got Modality {ds.Modality}")
-    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
-    row, col = iop[:3], iop[3:]
-    if not (abs(abs(row[0]) - 1) < 1e-4 and abs(abs(col[1]) - 1) < 1e-4):
-        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {list(iop)} "
-                            "is not axial; only axial dose grids are supported")
+    row, col, normal, axes = _orientation(ds)
     if int(ds.Rows) < 2 or int(ds.Columns) < 2:
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: a {ds.Rows} x {ds.Columns} dose grid "
                             "cannot be interpolated in-plane")
@@ -123,16 +173,26 @@ def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
     values *= _units_factor(ds, float(values.max(initial=0.0)), prescription_gy)
     ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
     row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
-    x = ipp[0] + row[0] * col_spacing * np.arange(int(ds.Columns))
-    y = ipp[1] + col[1] * row_spacing * np.arange(int(ds.Rows))
-    z = _frame_positions(ds, frames, float(np.cross(row, col)[2]))
+    # patient coordinate of every index along each array axis (frames, rows, columns)
+    along = [
+        _frame_positions(ds, frames, normal, axes[0]),
+        ipp[axes[1]] + col[axes[1]] * row_spacing * np.arange(int(ds.Rows)),
+        ipp[axes[2]] + row[axes[2]] * col_spacing * np.arange(int(ds.Columns)),
+    ]
+    order = [axes.index(a) for a in (2, 1, 0)]  # array axis holding patient z, y, x
+    values = np.transpose(values, order)
+    z, y, x = (along[k] for k in order)
     for axis, coords in ((2, x), (1, y), (0, z)):
         if coords.size > 1 and coords[1] < coords[0]:
             values = np.flip(values, axis=axis)
     x, y, z = np.sort(x), np.sort(y), np.sort(z)
-    for name, a in (("column", x), ("row", y), ("frame", z)):
+    for name, a in (("x", x), ("y", y), ("z", z)):
         if a.size > 1 and np.any(np.diff(a) <= 0):
             raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: repeated {name} positions")
+    for name, a in (("x", x), ("y", y)):
+        if a.size < 2:
+            raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: a single dose plane along patient "
+                                f"{name} cannot be interpolated")
     if z.size == 1:
         # a single dose plane stands for a slab of its SliceThickness
         half = float(getattr(ds, "SliceThickness", 0) or 1.0) / 2.0

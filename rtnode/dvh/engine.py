@@ -19,9 +19,9 @@ import numpy as np
 from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.dose import DoseVolume
 from rtnode.dvh.histogram import CumulativeDVH, DVHAccumulator
-from rtnode.dvh.interpolate import frame_position, frames_on_lattice
+from rtnode.dvh.interpolate import axis_weights, frame_position, frames_on_lattice
 from rtnode.dvh.rasterize import rasterize_stack, sampling_pitch
-from rtnode.dvh.structures import ContourPlane, StructureROI, polygon_area
+from rtnode.dvh.structures import ContourPlane, StructureROI, even_odd_area, polygon_area
 
 AUTO_ALGORITHMS = frozenset({"AUTOMATIC", "SEMIAUTOMATIC"})
 
@@ -63,6 +63,8 @@ def roi_source(roi: StructureROI) -> str:
     return "auto" if roi.generation_algorithm.upper() in AUTO_ALGORITHMS else "manual"
 
 
+#: largest per-plane area correction applied to a plane with several polygons
+MIDPOINT_CORRECTION = 0.02
 #: lattice cells (planes x rows x columns) processed at once, which bounds memory: a BODY of
 #: 200 planes is done in a few chunks of planes, a small ROI in one
 CHUNK_CELLS = 500_000
@@ -161,6 +163,17 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
                 totals: _Totals) -> None:
     """Rasterise a chunk of planes on one lattice and add its dose segments to ``acc``."""
     lattice = rasterize_stack([pl.polygons for pl in planes], h)
+    # rows are sampled at their centre line (midpoint rule), which is O(h) off on edges that run
+    # along x (a rectangle); every plane's coverage is scaled to its exact even-odd area
+    sampled = lattice.area_mm2()
+    exact = np.array([even_odd_area(pl.polygons) for pl in planes])
+    scale = np.where(sampled > 0, exact / np.where(sampled > 0, sampled, 1.0), 1.0)
+    # several polygons: even_odd_area assumes nesting, so crossing contours (which the lattice
+    # fills correctly) would be mis-scaled; only a small midpoint-rule correction is applied
+    several = np.array([len(pl.polygons) > 1 for pl in planes])
+    scale[several & (np.abs(scale - 1.0) > MIDPOINT_CORRECTION)] = 1.0
+    if np.any(np.abs(scale - 1.0) > 1e-12):
+        lattice.coverage *= scale[:, None, None]
     thickness = np.array([pl.thickness for pl in planes])
     totals.volume_mm3 += float(lattice.area_mm2() @ thickness)
 
@@ -204,8 +217,18 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
         upper = np.take(at_frame, np.minimum(k + 1, span - 1) * n + cols)
         return lower + (upper - lower) * f
 
-    los, his, ws = [], [], []
+    los, his, ws, mids = [], [], [], []
     d_prev = dose_at_cut(0)
+    # the trilinear dose inside a dose-grid cell lies between its 8 corner values: they bound
+    # each segment, so a spread never reaches past a peak (a hot voxel) or below zero
+    range_lo, range_hi = dose.voxel_range
+    plane_cells = range_lo.shape[1] * range_lo.shape[2]
+    # a lattice cell may straddle dose-grid cells in-plane: the ones under its two x and two y
+    # edges (the same cell when it does not)
+    xs, ys = lattice.x_centres, lattice.y_centres
+    ix = [axis_weights(dose.x, xs + s * 0.5 * h)[0][i] for s in (-1, 1)]
+    iy = [axis_weights(dose.y, ys + s * 0.5 * h)[0][j] for s in (-1, 1)]
+    in_plane = [b * range_lo.shape[2] + a for b in iy for a in ix]
     for q in range(1, width):
         dz_plane = z_cut[:, q] - z_cut[:, q - 1]  # 0 for padding
         if not (dz_plane[valid] > 0).any():
@@ -217,21 +240,27 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
         mid = 0.5 * (d_prev + d_next) + shift
         half = 0.5 * np.sqrt((d_next - d_prev) ** 2 + spread2)
         weight = area * (dz / 1000.0)
+        # the dose-grid cell this piece lies in: frames by the piece's middle, in-plane by the
+        # lattice cell's centre
+        k_mid, _ = frame_position(dose, 0.5 * (z_cut[:, q - 1] + z_cut[:, q]))
+        frame = k_mid[p] * plane_cells
+        bound_lo = np.minimum.reduce([np.take(range_lo, frame + c) for c in in_plane])
+        bound_hi = np.maximum.reduce([np.take(range_hi, frame + c) for c in in_plane])
         keep = dz > 0
-        if keep.all():
-            los.append(mid - half)
-            his.append(mid + half)
-            ws.append(weight)
-        else:
-            los.append((mid - half)[keep])
-            his.append((mid + half)[keep])
-            ws.append(weight[keep])
+        if not keep.all():
+            mid, half, weight = mid[keep], half[keep], weight[keep]
+            bound_lo, bound_hi = bound_lo[keep], bound_hi[keep]
+        mids.append(mid)  # a blend of sampled doses: Dmean stays exact for a linear dose
+        los.append(np.clip(mid - half, bound_lo, bound_hi))
+        his.append(np.clip(mid + half, bound_lo, bound_hi))
+        ws.append(weight)
         d_prev = d_next
-    lo, hi, w = np.concatenate(los), np.concatenate(his), np.concatenate(ws)
+    lo, hi, mid = np.concatenate(los), np.concatenate(his), np.concatenate(mids)
+    w = np.concatenate(ws)
     acc.add(lo, hi, w)
     covered = float(w.sum())
     if covered > 0:
         totals.covered_cc += covered
-        totals.dose_cc += float(np.dot(w, 0.5 * (lo + hi)))
+        totals.dose_cc += float(np.dot(w, mid))
         totals.dmin = min(totals.dmin, float(lo.min()))
         totals.dmax = max(totals.dmax, float(hi.max()))
