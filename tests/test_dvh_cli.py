@@ -51,7 +51,7 @@ def test_json_output(folder):
     assert names == ["PTV", "Cord"]
     ptv = payload["rois"][0]
     for key in ("volume_cc", "dmean_gy", "dmin_gy", "dmax_gy", "d98_gy", "d95_gy", "d50_gy",
-                "d2_gy", "d_0.03cc", "d_1cc", "v100_rx_pct", "hi", "ci"):
+                "d2_gy", "d_0.03cc_gy", "d_1cc_gy", "v100_rx_pct", "hi", "ci"):
         assert isinstance(ptv[key], float), key
     assert ptv["volume_cc"] == pytest.approx(4 / 3 * 3.14159 * 18 ** 3 / 1000, rel=0.01)
     assert ptv["dmean_gy"] == pytest.approx(60.0, abs=0.01)

@@ -7,7 +7,6 @@ GridFrameOffsetVector, feet-first or flipped grids, primary + boost plans — ar
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,11 +14,6 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from rtnode.dvh.errors import DVHInputError
-
-log = logging.getLogger(__name__)
-
-#: DoseSummationType of a TPS plan sum
-PLAN_SUM = "MULTI_PLAN"
 
 
 @dataclass
@@ -251,33 +245,17 @@ def sum_doses(doses: list[DoseVolume]) -> DoseVolume:
 
 
 def select_dose(datasets: list[Dataset], prescription_gy: float | None = None,
-                sum_plan_doses: bool = True) -> DoseVolume:
-    """The course dose from the RTDOSEs at hand: a TPS plan sum (MULTI_PLAN) when there is one,
-    else the single PLAN dose, else the sum of the PLAN doses (primary + boost) when allowed,
-    else the sum of BEAM doses."""
+                plans: list[Dataset] | None = None, sum_roles: tuple[str, ...] = ()) -> DoseVolume:
+    """The course dose of the dose plan (``rtnode.courses.doseplan``) as one DoseVolume: the TPS
+    plan sum, the plan in use, or the sum the data (or ``sum_roles``) call for. A course whose
+    plans cannot be combined safely has no course dose: that is a DVHInputError naming them."""
+    from rtnode.courses.doseplan import from_datasets
+
     if not datasets:
         raise DVHInputError("no RTDOSE found")
-    by_type: dict[str, list[Dataset]] = {}
-    for ds in datasets:
-        by_type.setdefault(str(getattr(ds, "DoseSummationType", "PLAN")).upper(), []).append(ds)
-    if PLAN_SUM in by_type:
-        chosen = by_type[PLAN_SUM]
-        if len(chosen) > 1:
-            log.warning("%d plan-sum RTDOSEs; using %s", len(chosen), chosen[-1].SOPInstanceUID)
-        dose = load_dose(chosen[-1], prescription_gy)
-        dose.notes.append("TPS plan sum (MULTI_PLAN)")
-        return dose
-    plans = by_type.get("PLAN", [])
-    if len(plans) == 1:
-        return load_dose(plans[0], prescription_gy)
-    if len(plans) > 1:
-        if not sum_plan_doses:
-            raise DVHInputError(f"{len(plans)} PLAN RTDOSEs and no plan sum; set "
-                                "dvh.sum_plan_doses or pick one RTDOSE")
-        return sum_doses([load_dose(d, prescription_gy) for d in plans])
-    if "BEAM" in by_type:
-        return sum_doses([load_dose(d, prescription_gy) for d in by_type["BEAM"]])
-    if len(datasets) == 1:
-        return load_dose(datasets[0], prescription_gy)
-    raise DVHInputError("RTDOSEs of types " + ", ".join(sorted(by_type)) + " cannot be "
-                        "combined into a course dose; pick one RTDOSE")
+    plan = from_datasets(plans or [], datasets, sum_roles)
+    chosen = plan.course
+    if chosen is None:
+        raise DVHInputError(plan.describe())
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
+    return sum_doses([load_dose(by_uid[u], prescription_gy) for u in chosen.rtdose])

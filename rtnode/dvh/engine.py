@@ -47,6 +47,7 @@ class RoiDVH:
     dmean_gy: float = float("nan")
     skipped_contours: int = 0
     warnings: list[str] = field(default_factory=list)
+    dose_source: str = ""  # which dose (docs/DVH.md, "Dose plan"): plan label, "plan sum", ...
 
     @property
     def coverage(self) -> float:
