@@ -154,7 +154,8 @@ class Detector:
         if state != "running" or unchanged:
             return None
         roles = rule.dose.sum if rule.dose.sum is not None else self.config.dvh.sum
-        plan = {**rule.model_dump(), "dose": draft.dose_plan(roles)}
+        plan = {**rule.model_dump(),
+                "dose": draft.dose_plan(roles, self.config.storage_root)}
         previous = self.book.runs(course_id) if latest else []
         runs = plan_runs(rule.stages, self.registry, plan, draft.members, previous,
                          len(self.config.gpu_devices()))

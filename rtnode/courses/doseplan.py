@@ -116,7 +116,8 @@ class DosePlan:
                     + " with no evidence in the data how they combine; each is reported "
                     "separately, none summed.")
         else:
-            head = f"Course dose: {c.label}" + (f" ({c.why})" if c.why else "") + "."
+            shown = f"'{c.label}'" if c.kind in ("plan", "dose") else c.label
+            head = f"Course dose: {shown}" + (f" ({c.why})" if c.why else "") + "."
             if others:
                 head += " Also reported separately: " + "; ".join(
                     f"'{s.label}' ({s.role}{', ' + s.why if s.why else ''})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 #: the modalities that make up a course
@@ -82,20 +83,29 @@ class CourseDraft:
         return "cohort" if self.members and all(m.origin in cohort for m in self.members) \
             else "clinical"
 
-    def dose_plan(self, sum_roles: Iterable[str] = ()) -> dict[str, Any]:
-        """How the course's dose is put together (``rtnode.courses.doseplan``), from the index's
-        header attributes: the revision's ``dose`` entry. The dvh stage decides again from the
-        files, which also carry RTPlanRelationship; its dose_plan.json wins."""
+    def dose_plan(self, sum_roles: Iterable[str] = (), root: Path | None = None) -> dict[str, Any]:
+        """How the course's dose is put together (``rtnode.courses.doseplan``): the revision's
+        ``dose`` entry. With the storage ``root`` the RTPLAN headers are read for their
+        RTPlanRelationship (the index keeps which plans a plan references, not how); without
+        it, or for a file that cannot be read, the index's attributes stand in."""
         from rtnode.courses.doseplan import classify
 
-        return classify([plan_facts_of(m) for m in self.of("RTPLAN")],
+        return classify([plan_facts_of(m, root) for m in self.of("RTPLAN")],
                         [dose_facts_of(m) for m in self.of("RTDOSE")], sum_roles).as_json()
 
 
-def plan_facts_of(m: Member):
-    """PlanFacts from an RTPLAN member: label, date and approval from its attributes; the index
-    keeps the plan's ReferencedRTPlanSequence UIDs but not their RTPlanRelationship."""
-    from rtnode.courses.doseplan import PlanFacts
+def plan_facts_of(m: Member, root: Path | None = None):
+    """PlanFacts of an RTPLAN member: from its header when the file can be read under
+    ``root``, else from the index's attributes (no RTPlanRelationship there)."""
+    from rtnode.courses.doseplan import PlanFacts, plan_facts
+
+    if root is not None:
+        try:
+            import pydicom
+
+            return plan_facts(pydicom.dcmread(Path(root) / m.path, stop_before_pixels=True))
+        except Exception:  # the attributes below still give label, date and approval
+            pass
 
     a = m.attrs
     return PlanFacts(uid=m.sop_instance_uid,
