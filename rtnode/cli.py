@@ -328,7 +328,24 @@ def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) ->
                             for r in book.index.query(
                                 "SELECT revision, created_at, rule, members FROM revisions"
                                 " WHERE course_fk=? ORDER BY revision", (row["id"],))]
+        out["dose_plan"] = _dose_plan_words(cfg, row["id"], latest, runs)
     return out
+
+
+def _dose_plan_words(cfg: Config, course_id: int, latest: dict[str, Any] | None,
+                     runs: list) -> str | None:
+    """The dose plan in words: the dvh stage's dose_plan.json (decided from the files), else
+    the revision's plan (decided when the course was built)."""
+    if latest is None:
+        return None
+    dvh = next((r for r in runs if r["stage"] == "dvh" and not r["part"]), None)
+    rev = (dvh["reused_revision"] or latest["revision"]) if dvh is not None else None
+    path = cfg.storage_root / "courses" / str(course_id) / f"r{rev}" / "dose_plan.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["words"]
+    except (OSError, ValueError, KeyError, TypeError):
+        dose = json.loads(latest.get("plan") or "{}").get("dose") or {}
+        return dose.get("words")
 
 
 @app.command()
@@ -367,6 +384,8 @@ def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode
     out.print(f"complete: {data['complete']}" + "".join(f"\n  missing: {m}"
                                                          for m in data["missing"]))
     out.print(f"outputs:  {data['output_dir']}")
+    if data.get("dose_plan"):
+        out.print(f"dose:     {data['dose_plan']}", markup=False)
     print_table(data["stages"], ["stage", "queue", "state", "reason", "attempts", "started_at",
                                  "finished_at"], "stages")
     counts: dict[str, int] = {}
