@@ -54,7 +54,7 @@ class DVHResults:
             "engine": self.engine,
             "prescription_gy": self.prescription_gy,
             "rois": [{k: clean(v) for k, v in row.items()} for row in self.metrics],
-            "tps_comparison": [{k: clean(v) for k, v in row.items()}
+            "tps_comparison": [{k: clean(v) for k, v in row.items() if not k.startswith("_")}
                                for row in self.tps_comparison],
             "dose_plan": self.dose_plan.as_json() if self.dose_plan else None,
             "notes": self.notes,
@@ -197,6 +197,14 @@ def _dvhs_in(rtstruct: Dataset, rois: list[StructureROI], datasets: list[Dataset
     metrics = [roi_metrics(r, config, rx if r.roi_number in targets else None, piv)
                for r in results]
     notes = list(dose.notes)
+    tps = compare_with_tps(dose.dvh_sequence, results, rx)
+    odd = sorted({row["tps_header_check"] for row in tps} - {"agrees", "absent"})
+    for check in odd:
+        names = [row["roi_name"] for row in tps if row["tps_header_check"] == check]
+        what = ("is in % of the prescription, not Gy" if check.startswith("%")
+                else "disagrees with its own DVH curve")
+        notes.append(f"TPS DVHMeanDose {what} for {', '.join(names)}: TPS mean doses are "
+                     "taken from the DVH curves")
     for r in results:
         if r.is_empty:
             notes.append(f"ROI {r.roi_name!r} is empty")
@@ -204,7 +212,7 @@ def _dvhs_in(rtstruct: Dataset, rois: list[StructureROI], datasets: list[Dataset
             notes.append(f"ROI {r.roi_name!r}: {100 * r.coverage:.1f} % inside the dose grid")
         notes.extend(r.warnings)
     return DVHResults(engine=config.engine, rois=results, metrics=metrics,
-                      tps_comparison=compare_with_tps(dose.dvh_sequence, results),
+                      tps_comparison=tps,
                       prescription_gy=rx, notes=notes)
 
 
