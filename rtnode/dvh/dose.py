@@ -39,16 +39,14 @@ class DoseVolume:
     def voxel_range(self) -> tuple[np.ndarray, np.ndarray]:
         """(lowest, highest) of the 8 dose-grid values around every voxel cell [k:k+2, j:j+2,
         i:i+2]: the trilinear dose anywhere inside that cell lies between them."""
-        v = self.values
-        lo = hi = v[:-1, :-1, :-1]
-        for dk in (0, 1):
-            for dj in (0, 1):
-                for di in (0, 1):
-                    if dk or dj or di:
-                        corner = v[dk:v.shape[0] - 1 + dk, dj:v.shape[1] - 1 + dj,
-                                   di:v.shape[2] - 1 + di]
-                        lo, hi = np.minimum(lo, corner), np.maximum(hi, corner)
-        return np.ascontiguousarray(lo), np.ascontiguousarray(hi)
+        lo = hi = self.values
+        for axis in (2, 1, 0):  # separable: pairs along x, then y, then z
+            a = [slice(None)] * 3
+            b = [slice(None)] * 3
+            a[axis], b[axis] = slice(None, -1), slice(1, None)
+            lo = np.minimum(lo[tuple(a)], lo[tuple(b)])
+            hi = np.maximum(hi[tuple(a)], hi[tuple(b)])
+        return lo, hi
 
     @property
     def spacing(self) -> tuple[float, float, float]:

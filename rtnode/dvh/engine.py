@@ -160,6 +160,28 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
     return result
 
 
+def _bounds_on_lattice(dose: DoseVolume, k0: int, k1: int, lattice, h: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per dose frame interval k0.. and lattice cell: the lowest and highest dose-grid value
+    of the dose-grid cells the lattice cell overlaps (those under its two x and two y edges),
+    which bound the trilinear dose anywhere in it."""
+    range_lo, range_hi = dose.voxel_range
+    frames = np.arange(k0, min(k1, range_lo.shape[0] - 1) + 1)
+    xs, ys = lattice.x_centres, lattice.y_centres
+    ix = np.unique(np.stack([axis_weights(dose.x, xs + s * 0.5 * h)[0] for s in (-1, 1)]),
+                   axis=0)
+    iy = np.unique(np.stack([axis_weights(dose.y, ys + s * 0.5 * h)[0] for s in (-1, 1)]),
+                   axis=0)
+    lo = hi = None
+    for rows in iy:
+        for cols in ix:
+            at = np.ix_(frames, rows, cols)
+            a, b = range_lo[at], range_hi[at]
+            lo = a if lo is None else np.minimum(lo, a, out=lo)
+            hi = b if hi is None else np.maximum(hi, b, out=hi)
+    return lo, hi
+
+
 def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVHAccumulator,
                 totals: _Totals) -> None:
     """Rasterise a chunk of planes on one lattice and add its dose segments to ``acc``."""
@@ -222,14 +244,8 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
     d_prev = dose_at_cut(0)
     # the trilinear dose inside a dose-grid cell lies between its 8 corner values: they bound
     # each segment, so a spread never reaches past a peak (a hot voxel) or below zero
-    range_lo, range_hi = dose.voxel_range
-    plane_cells = range_lo.shape[1] * range_lo.shape[2]
-    # a lattice cell may straddle dose-grid cells in-plane: the ones under its two x and two y
-    # edges (the same cell when it does not)
-    xs, ys = lattice.x_centres, lattice.y_centres
-    ix = [axis_weights(dose.x, xs + s * 0.5 * h)[0][i] for s in (-1, 1)]
-    iy = [axis_weights(dose.y, ys + s * 0.5 * h)[0][j] for s in (-1, 1)]
-    in_plane = [b * range_lo.shape[2] + a for b in iy for a in ix]
+    bound_lo_frames, bound_hi_frames = _bounds_on_lattice(dose, k0, k1, lattice, h)
+    n_lattice = bound_lo_frames.shape[1] * bound_lo_frames.shape[2]
     for q in range(1, width):
         dz_plane = z_cut[:, q] - z_cut[:, q - 1]  # 0 for padding
         if not (dz_plane[valid] > 0).any():
@@ -244,9 +260,9 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
         # the dose-grid cell this piece lies in: frames by the piece's middle, in-plane by the
         # lattice cell's centre
         k_mid, _ = frame_position(dose, 0.5 * (z_cut[:, q - 1] + z_cut[:, q]))
-        frame = k_mid[p] * plane_cells
-        bound_lo = np.minimum.reduce([np.take(range_lo, frame + c) for c in in_plane])
-        bound_hi = np.maximum.reduce([np.take(range_hi, frame + c) for c in in_plane])
+        at = (np.minimum(k_mid, bound_lo_frames.shape[0] - 1 + k0) - k0)[p] * n_lattice + cell
+        bound_lo = np.take(bound_lo_frames, at)
+        bound_hi = np.take(bound_hi_frames, at)
         keep = dz > 0
         if not keep.all():
             mid, half, weight = mid[keep], half[keep], weight[keep]
