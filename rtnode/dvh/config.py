@@ -29,7 +29,7 @@ class DVHConfig(BaseModel):
         None, gt=0.0,
         description="Prescription dose in Gy; overrides RTPLAN TargetPrescriptionDose when set.")
     samples_per_plane: int = Field(
-        2000, ge=100,
+        500, ge=100,
         description="In-plane sub-voxel samples aimed at over an ROI's largest cross-section; "
                     "small ROIs get finer sampling, large ones stop at max_sample_spacing_mm.")
     max_sample_spacing_mm: float = Field(

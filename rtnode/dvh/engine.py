@@ -166,20 +166,21 @@ def _bounds_on_lattice(dose: DoseVolume, k0: int, k1: int, lattice, h: float
     of the dose-grid cells the lattice cell overlaps (those under its two x and two y edges),
     which bound the trilinear dose anywhere in it."""
     range_lo, range_hi = dose.voxel_range
-    frames = np.arange(k0, min(k1, range_lo.shape[0] - 1) + 1)
-    xs, ys = lattice.x_centres, lattice.y_centres
-    ix = np.unique(np.stack([axis_weights(dose.x, xs + s * 0.5 * h)[0] for s in (-1, 1)]),
-                   axis=0)
-    iy = np.unique(np.stack([axis_weights(dose.y, ys + s * 0.5 * h)[0] for s in (-1, 1)]),
-                   axis=0)
-    lo = hi = None
-    for rows in iy:
-        for cols in ix:
-            at = np.ix_(frames, rows, cols)
-            a, b = range_lo[at], range_hi[at]
-            lo = a if lo is None else np.minimum(lo, a, out=lo)
-            hi = b if hi is None else np.maximum(hi, b, out=hi)
-    return lo, hi
+    frames = slice(k0, min(k1, range_lo.shape[0] - 1) + 1)
+    ix = [axis_weights(dose.x, lattice.x_centres + s * 0.5 * h)[0] for s in (-1, 1)]
+    iy = [axis_weights(dose.y, lattice.y_centres + s * 0.5 * h)[0] for s in (-1, 1)]
+    r0, r1 = int(iy[0].min()), int(iy[1].max()) + 1
+    c0, c1 = int(ix[0].min()), int(ix[1].max()) + 1
+    sub_lo, sub_hi = range_lo[frames, r0:r1, c0:c1], range_hi[frames, r0:r1, c0:c1]
+    a, b = ix[0] - c0, ix[1] - c0
+    lo, hi = sub_lo[:, :, a], sub_hi[:, :, a]
+    if np.any(a != b):
+        lo, hi = np.minimum(lo, sub_lo[:, :, b]), np.maximum(hi, sub_hi[:, :, b])
+    a, b = iy[0] - r0, iy[1] - r0
+    lo_y, hi_y = lo[:, a], hi[:, a]
+    if np.any(a != b):
+        lo_y, hi_y = np.minimum(lo_y, lo[:, b]), np.maximum(hi_y, hi[:, b])
+    return lo_y, hi_y
 
 
 def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVHAccumulator,
