@@ -17,7 +17,11 @@ def dose_plan(course: QCCourse):
     computed them, else from the RTPLAN/RTDOSE headers."""
     from rtnode.courses.doseplan import from_datasets
 
-    for res in course.dvh or []:
+    try:
+        results = course.dvh or []
+    except Exception:  # a dose the DVH engine refuses is reported by the other checks
+        results = []
+    for res in results:
         if res.dose_plan is not None:
             return res.dose_plan
     return from_datasets(course.plans, course.doses)
