@@ -64,8 +64,6 @@ def roi_source(roi: StructureROI) -> str:
     return "auto" if roi.generation_algorithm.upper() in AUTO_ALGORITHMS else "manual"
 
 
-#: largest per-plane area correction applied to a plane with several polygons
-MIDPOINT_CORRECTION = 0.02
 #: lattice cells (planes x rows x columns) processed at once, which bounds memory: a BODY of
 #: 200 planes is done in a few chunks of planes, a small ROI in one
 CHUNK_CELLS = 500_000
@@ -193,9 +191,15 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
     exact = np.array([even_odd_area(pl.polygons) for pl in planes])
     scale = np.where(sampled > 0, exact / np.where(sampled > 0, sampled, 1.0), 1.0)
     # several polygons: even_odd_area assumes nesting, so crossing contours (which the lattice
-    # fills correctly) would be mis-scaled; only a small midpoint-rule correction is applied
+    # fills correctly) would be mis-scaled; only a correction the size the midpoint rule can
+    # err by (half a row along every edge: perimeter x h / 2) is applied
     several = np.array([len(pl.polygons) > 1 for pl in planes])
-    scale[several & (np.abs(scale - 1.0) > MIDPOINT_CORRECTION)] = 1.0
+    if several.any():
+        perimeter = np.array([sum(float(np.sum(np.hypot(*np.diff(np.vstack([q, q[:1]]),
+                                                                     axis=0).T)))
+                                  for q in pl.polygons) if len(pl.polygons) > 1 else 0.0
+                              for pl in planes])
+        scale[several & (np.abs(exact - sampled) > 0.5 * perimeter * h)] = 1.0
     if np.any(np.abs(scale - 1.0) > 1e-12):
         lattice.coverage *= scale[:, None, None]
     thickness = np.array([pl.thickness for pl in planes])
