@@ -38,7 +38,7 @@ def test_dose_grid_scaling_is_applied(base):
     ds = copy.deepcopy(base.rtdose)
     ds.DoseGridScaling = f"{float(ds.DoseGridScaling) * 2:.9e}"
     assert dmean(compute_dvhs(base.rtstruct, ds)) == pytest.approx(2 * truth()["dmean_gy"],
-                                                                    abs=1e-3)
+                                                                    abs=5e-3)
 
 
 def test_absolute_and_relative_frame_offsets_give_the_same_dvh(base):
@@ -63,7 +63,7 @@ def test_cgy_dose_is_converted_to_gy(base):
     cgy = make_rtdose(base.patient, base.rtplan, base.default_dose_grid(),
                       linear_dose(60.0, GRAD), units="CGY")
     assert dmean(compute_dvhs(base.rtstruct, cgy)) == pytest.approx(truth()["dmean_gy"],
-                                                                     abs=1e-3)
+                                                                     abs=5e-3)
 
 
 def test_relative_dose_needs_a_prescription(base):
@@ -72,9 +72,9 @@ def test_relative_dose_needs_a_prescription(base):
     with pytest.raises(DVHInputError, match="RELATIVE"):
         compute_dvhs(base.rtstruct, rel)  # no RTPLAN, no configured prescription
     with_plan = compute_dvhs(base.rtstruct, rel, base.rtplan)  # TargetPrescriptionDose 60 Gy
-    assert dmean(with_plan) == pytest.approx(truth()["dmean_gy"], abs=1e-3)
+    assert dmean(with_plan) == pytest.approx(truth()["dmean_gy"], abs=5e-3)
     configured = compute_dvhs(base.rtstruct, rel, None, DVHConfig(prescription_gy=30.0))
-    assert dmean(configured) == pytest.approx(truth()["dmean_gy"] / 2, abs=1e-3)
+    assert dmean(configured) == pytest.approx(truth()["dmean_gy"] / 2, abs=5e-3)
 
 
 def _boost(base, summation="PLAN", plan=None):
@@ -102,9 +102,9 @@ def test_primary_and_boost_related_by_the_plan_are_summed_on_a_common_grid(base)
     assert row["dose_source"] == "sum of PLAN1+BOOST"
     assert any("sum of 2 RTDOSEs" in n for n in res.notes)
     # each plan is reported in its own dose too
-    assert metrics_by_name(res, "BOOST")["PTV"]["dmean_gy"] == pytest.approx(10.0, abs=1e-3)
+    assert metrics_by_name(res, "BOOST")["PTV"]["dmean_gy"] == pytest.approx(10.0, abs=5e-3)
     assert metrics_by_name(res, "PLAN1")["PTV"]["dmean_gy"] == pytest.approx(
-        truth(50.0)["dmean_gy"], abs=1e-3)
+        truth(50.0)["dmean_gy"], abs=5e-3)
 
 
 def test_a_boost_known_only_by_its_label_is_summed_only_by_rule(base):
@@ -120,7 +120,7 @@ def test_a_boost_known_only_by_its_label_is_summed_only_by_rule(base):
     summed = compute_dvhs(base.rtstruct, doses, [base.rtplan, boost_plan],
                           DVHConfig(sum=["boost"]))
     assert metrics_by_name(summed)["PTV"]["dmean_gy"] == pytest.approx(
-        truth(60.0)["dmean_gy"], abs=1e-3)
+        truth(60.0)["dmean_gy"], abs=5e-3)
 
 
 def test_plan_sum_is_preferred_over_summing(base):
@@ -131,7 +131,7 @@ def test_plan_sum_is_preferred_over_summing(base):
                            linear_dose(70.0, GRAD), summation="MULTI_PLAN")
     res = compute_dvhs(base.rtstruct, [primary, _boost(base, plan=boost_plan), plan_sum],
                        [base.rtplan, boost_plan])
-    assert dmean(res) == pytest.approx(truth(70.0)["dmean_gy"], abs=1e-3)
+    assert dmean(res) == pytest.approx(truth(70.0)["dmean_gy"], abs=5e-3)
     assert metrics_by_name(res)["PTV"]["dose_source"] == "plan sum"
 
 
