@@ -28,8 +28,8 @@ def dvh_command(
         "--rtplan", help="RTPLAN file (prescription, plan relationships) instead of searching "
                          "PATH; repeatable.")] = None,
     sum_roles: Annotated[Optional[list[str]], typer.Option(
-        "--sum", help="Plan role added to the primary on a hint alone: boost (like a rule's "
-                      "dose: {sum: [boost]}); repeatable.")] = None,
+        "--sum", help="Plan role added to the primary on a hint alone: boost (as a rule's "
+                      "dose sum list does); repeatable.")] = None,
     engine: Annotated[Optional[str], typer.Option(
         "--engine", help="rtnode or dicompyler (dicompyler-core reference); default dvh.engine "
                          "of the config.")] = None,
