@@ -328,6 +328,8 @@ def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode
     out.print(f"complete: {data['complete']}" + "".join(f"\n  missing: {m}"
                                                          for m in data["missing"]))
     out.print(f"outputs:  {data['output_dir']}")
+    if data.get("dose_plan"):
+        out.print(f"dose:     {data['dose_plan']}", markup=False)
     print_table(data["stages"], ["stage", "queue", "state", "reason", "attempts", "started_at",
                                  "finished_at"], "stages")
     counts: dict[str, int] = {}

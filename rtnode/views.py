@@ -173,7 +173,25 @@ def course_json(book, row: dict[str, Any], cfg: Config, detail: bool = False) ->
         out["objects"] = [{k: m[k] for k in ("modality", "sop_instance_uid", "series_uid",
                                             "received_at", "path")} for m in members]
         out["revisions"] = book.revisions_summary(row["id"])
+        out["dose_plan"] = dose_plan_words(cfg, row["id"], latest, runs)
     return out
+
+
+def dose_plan_words(cfg: Config, course_id: int, latest: dict[str, Any] | None,
+                     runs: list) -> str | None:
+    """The dose plan in words: the dvh stage's dose_plan.json (decided from the files), else
+    the revision's plan (decided when the course was built)."""
+    if latest is None:
+        return None
+    dvh = next((r for r in runs if r["stage"] == "dvh" and not r["part"]), None)
+    rev = (dvh["reused_revision"] or latest["revision"]) if dvh is not None else None
+    path = cfg.storage_root / "courses" / str(course_id) / f"r{rev}" / "dose_plan.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["words"]
+    except (OSError, ValueError, KeyError, TypeError):
+        dose = json.loads(latest.get("plan") or "{}").get("dose") or {}
+        return dose.get("words")
+
 
 
 def courses_json(book, cfg: Config, state: str | None = None,

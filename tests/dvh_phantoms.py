@@ -62,8 +62,11 @@ def results(gradient: tuple[float, float, float], engine: str = "rtnode",
     return compute_dvhs(c.rtstruct, c.rtdose, c.rtplan, DVHConfig(engine=engine))
 
 
-def metrics_by_name(res) -> dict[str, dict]:
-    return {row["roi_name"]: row for row in res.metrics}
+def metrics_by_name(res, dose_source: str | None = None) -> dict[str, dict]:
+    """ROI name -> metric row in the course dose (or in the named dose source)."""
+    rows = [r for r in res.metrics if (r.get("dose_source") == dose_source if dose_source
+                                       else r.get("course_dose", True))]
+    return {row["roi_name"]: row for row in rows}
 
 
 def truths(shape: Shape, gradient: tuple[float, float, float]) -> tuple[TruthDVH, TruthDVH]:

@@ -90,11 +90,11 @@ def test_min_max_and_small_volume_doses_follow_the_gradient():
         assert row["dmax_gy"] == pytest.approx(stack.dmax_gy, abs=0.02)
         assert row["dmin_gy"] == pytest.approx(stack.dmin_gy, abs=0.02)
         assert row["dmin_gy"] <= row["d98_gy"] <= row["d50_gy"] <= row["d2_gy"] <= row["dmax_gy"]
-        assert row["d_0.03cc"] <= row["dmax_gy"]
+        assert row["d_0.03cc_gy"] <= row["dmax_gy"]
         expected = stack.dose_at_fraction(30.0 / stack.volume_mm3)
-        assert row["d_0.03cc"] == pytest.approx(expected, abs=0.02)
+        assert row["d_0.03cc_gy"] == pytest.approx(expected, abs=0.02)
         if row["volume_cc"] >= 1.0:
-            assert row["d_1cc"] == pytest.approx(stack.dose_at_fraction(1000.0 / stack.volume_mm3),
+            assert row["d_1cc_gy"] == pytest.approx(stack.dose_at_fraction(1000.0 / stack.volume_mm3),
                                                  abs=0.02)
 
 

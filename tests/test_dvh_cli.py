@@ -51,7 +51,7 @@ def test_json_output(folder):
     assert names == ["PTV", "Cord"]
     ptv = payload["rois"][0]
     for key in ("volume_cc", "dmean_gy", "dmin_gy", "dmax_gy", "d98_gy", "d95_gy", "d50_gy",
-                "d2_gy", "d_0.03cc", "d_1cc", "v100_rx_pct", "hi", "ci"):
+                "d2_gy", "d_0.03cc_gy", "d_1cc_gy", "v100_rx_pct", "hi", "ci"):
         assert isinstance(ptv[key], float), key
     assert ptv["volume_cc"] == pytest.approx(4 / 3 * 3.14159 * 18 ** 3 / 1000, rel=0.01)
     assert ptv["dmean_gy"] == pytest.approx(60.0, abs=0.01)
@@ -120,8 +120,9 @@ def test_course_outputs_for_manual_and_auto_structure_sets(tmp_path):
     assert paths["plot"].name == "dvh.png" and paths["plot"].stat().st_size > 1000
 
 
-def test_repeated_rtdose_options_are_summed(folder, tmp_path):
-    """--rtdose twice: the two doses add (here the same plan dose twice: double the dose)."""
+def test_repeated_rtdose_options_are_reported_each_never_summed(folder, tmp_path):
+    """--rtdose twice with two PLAN doses of one plan: nothing says they add, so the newest is
+    the plan's dose and nothing is doubled."""
     import pydicom
 
     ds = pydicom.dcmread(folder / "rd.dcm")
@@ -131,5 +132,12 @@ def test_repeated_rtdose_options_are_summed(folder, tmp_path):
                                       "--rtdose", str(tmp_path / "second.dcm"), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert payload["rois"][0]["dmean_gy"] == pytest.approx(120.0, abs=0.02)
-    assert any("sum of 2 RTDOSEs" in n for n in payload["notes"])
+    assert payload["rois"][0]["dmean_gy"] == pytest.approx(60.0, abs=0.02)
+    assert "2 PLAN doses" in payload["dose_plan"]["words"]
+
+
+def test_rtplan_option_given_an_rtdose_is_one_clear_line(folder):
+    result = CliRunner().invoke(app, ["dvh", str(folder), "--rtplan", str(folder / "rd.dcm")])
+    assert result.exit_code == 2
+    assert "--rtplan" in result.output and "RTDOSE, not an RTPLAN" in result.output
+    assert "Traceback" not in result.output

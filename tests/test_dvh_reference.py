@@ -94,14 +94,18 @@ def test_reference_engine_gets_the_summed_dose():
     from rtnode.phantom import linear_dose
     from rtnode.phantom.rt import DoseGrid, make_rtdose
 
+    from rtnode.phantom.rt import make_rtplan
+
     c = course(AXES["z"])
     primary = make_rtdose(c.patient, c.rtplan, c.default_dose_grid(),
                           linear_dose(50.0, AXES["z"]))
-    boost = make_rtdose(c.patient, c.rtplan,
+    boost_plan = make_rtplan(c.patient, c.rtstruct, 10.0, label="BOOST",
+                             related=[(c.rtplan, "PRIOR")])
+    boost = make_rtdose(c.patient, boost_plan,
                         DoseGrid(origin=(-50.2, -50.6, -50.4), spacing=(2.0, 2.0, 2.0),
                                  shape=(51, 51, 51)), linear_dose(10.0))
-    ours = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost]))
-    ref = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost], None,
+    ours = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost], [c.rtplan, boost_plan]))
+    ref = metrics_by_name(compute_dvhs(c.rtstruct, [primary, boost], [c.rtplan, boost_plan],
                                        DVHConfig(engine="dicompyler")))
     assert ours["Sphere_r40"]["dmean_gy"] == pytest.approx(60.0, abs=0.01)
     assert ref["Sphere_r40"]["dmean_gy"] == pytest.approx(60.0, abs=0.02)

@@ -45,10 +45,11 @@ def test_one_course_with_every_rt_object():
     assert d.key == f"series:{c.ct[0].SeriesInstanceUID}"
     assert sorted({m.modality for m in d.members}) == ["CT", "RTDOSE", "RTPLAN", "RTSTRUCT"]
     assert judge(d).complete and judge(d).slice_spacing_mm == pytest.approx(5.0)
-    assert d.dose_plan() == {"mode": "single", "rtdose": [c.rtdose.SOPInstanceUID],
-                             "plans": [{"rtplan": c.rtplan.SOPInstanceUID,
-                                        "rtdose": [c.rtdose.SOPInstanceUID],
-                                        "summation": "plan"}]}
+    plan = d.dose_plan()
+    assert plan["mode"] == "single" and plan["rtdose"] == [c.rtdose.SOPInstanceUID]
+    assert plan["course_source"] == "PLAN1"
+    assert [s["rtplan"] for s in plan["sources"]] == [[c.rtplan.SOPInstanceUID]]
+    assert plan["words"].startswith("Course dose: 'PLAN1'")
 
 
 def test_4d_phases_on_one_frame_of_reference_stay_separate_and_rt_follows_references():
@@ -95,7 +96,7 @@ def test_missing_and_irregular_slices_are_described():
     assert spacing == 3.0 and problems == []
 
 
-def test_dose_classification_prefers_the_tps_plan_sum_then_sums_plans():
+def test_dose_classification_prefers_the_tps_plan_sum_and_never_sums_on_a_label_alone():
     p = Patient(patient_id="P")
     c = course(p)
     from rtnode.phantom import make_rtdose, make_rtplan
@@ -103,12 +104,26 @@ def test_dose_classification_prefers_the_tps_plan_sum_then_sums_plans():
     boost = make_rtdose(p, boost_plan, c.default_dose_grid(), lambda x, y, z: x * 0 + 10.0)
     members = members_of(*c.datasets, boost_plan, boost)
     plan = group_courses("P", members)[0].dose_plan()
-    assert plan["mode"] == "sum"
+    assert plan["mode"] == "separate" and plan["course_source"] is None
     assert sorted(plan["rtdose"]) == sorted([c.rtdose.SOPInstanceUID, boost.SOPInstanceUID])
-    total = make_rtdose(p, None, c.default_dose_grid(), lambda x, y, z: x * 0 + 70.0,
-                        summation="MULTI_PLAN")
+    summed = group_courses("P", members)[0].dose_plan(["boost"])
+    assert summed["mode"] == "sum" and summed["course_source"] == "sum of PLAN1+BOOST"
+    total = make_rtdose(p, [c.rtplan, boost_plan], c.default_dose_grid(),
+                        lambda x, y, z: x * 0 + 70.0, summation="MULTI_PLAN")
     plan = group_courses("P", members + members_of(total))[0].dose_plan()
-    assert plan == {"mode": "tps_plan_sum", "rtdose": [total.SOPInstanceUID]}
+    assert plan["mode"] == "tps_plan_sum" and plan["course_source"] == "plan sum"
+    assert plan["sources"][0]["rtdose"] == [total.SOPInstanceUID]
+
+
+def test_a_dose_rule_names_file_line_and_key_when_misspelt(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: boosted\n    stages: [dvh]\n    dose: {sum: [bost]}\n")
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, ["manifest", "dvh"])
+    assert "r.yaml:4" in str(info.value) and "rules[0].dose.sum" in str(info.value)
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: boosted\n    stages: [dvh]\n    dose: {sum: [boost]}\n")
+    assert load_rules(tmp_path, ["manifest", "dvh"]).rules[0].dose.sum == ["boost"]
 
 
 def test_rules_select_by_calling_ae_modalities_and_description(tmp_path):

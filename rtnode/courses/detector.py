@@ -153,7 +153,9 @@ class Detector:
             last_received_at=draft.last_received_at)
         if state != "running" or unchanged:
             return None
-        plan = {**rule.model_dump(), "dose": draft.dose_plan()}
+        roles = rule.dose.sum if rule.dose.sum is not None else self.config.dvh.sum
+        plan = {**rule.model_dump(),
+                "dose": draft.dose_plan(roles, self.config.storage_root)}
         previous = self.book.runs(course_id) if latest else []
         runs = plan_runs(rule.stages, self.registry, plan, draft.members, previous,
                          len(self.config.gpu_devices()))

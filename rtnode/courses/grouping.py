@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 #: the modalities that make up a course
 COURSE_MODALITIES = ("CT", "RTSTRUCT", "RTPLAN", "RTDOSE")
-#: DoseSummationType values that already sum the whole plan (or several plans)
-PLAN_LEVEL = ("PLAN", "MULTI_PLAN")
 
 
 @dataclass(frozen=True)
@@ -84,33 +83,47 @@ class CourseDraft:
         return "cohort" if self.members and all(m.origin in cohort for m in self.members) \
             else "clinical"
 
-    def dose_plan(self) -> dict[str, Any]:
-        """How the DVH stage should obtain the course dose, following the TPS where it can.
+    def dose_plan(self, sum_roles: Iterable[str] = (), root: Path | None = None) -> dict[str, Any]:
+        """How the course's dose is put together (``rtnode.courses.doseplan``): the revision's
+        ``dose`` entry. With the storage ``root`` the RTPLAN headers are read for their
+        RTPlanRelationship (the index keeps which plans a plan references, not how); without
+        it, or for a file that cannot be read, the index's attributes stand in."""
+        from rtnode.courses.doseplan import classify
 
-        A MULTI_PLAN dose is the TPS's own plan sum and wins. Otherwise each plan contributes its
-        PLAN-level dose (or, lacking one, the sum of its BEAM/FRACTION doses), and several plans
-        (primary + boost) are summed. Plans are listed separately so replans stay apart.
-        """
-        doses = self.of("RTDOSE")
-        if not doses:
-            return {"mode": "none", "rtdose": []}
-        multi = [d for d in doses if d.attrs.get("DoseSummationType") == "MULTI_PLAN"]
-        if multi:
-            newest = max(multi, key=lambda d: d.received_at)
-            return {"mode": "tps_plan_sum", "rtdose": [newest.sop_instance_uid]}
-        by_plan: dict[str, list[Member]] = {}
-        for d in doses:
-            plan = (d.refs_of("rtplan") or [""])[0]
-            by_plan.setdefault(plan, []).append(d)
-        plans = []
-        for plan, items in sorted(by_plan.items()):
-            plan_level = [d for d in items if d.attrs.get("DoseSummationType") == "PLAN"]
-            chosen = [max(plan_level, key=lambda d: d.received_at)] if plan_level else items
-            plans.append({"rtplan": plan, "rtdose": [d.sop_instance_uid for d in chosen],
-                          "summation": "plan" if plan_level else "sum_parts"})
-        mode = "single" if len(plans) == 1 and len(plans[0]["rtdose"]) == 1 else "sum"
-        return {"mode": mode, "plans": plans,
-                "rtdose": [uid for p in plans for uid in p["rtdose"]]}
+        return classify([plan_facts_of(m, root) for m in self.of("RTPLAN")],
+                        [dose_facts_of(m) for m in self.of("RTDOSE")], sum_roles).as_json()
+
+
+def plan_facts_of(m: Member, root: Path | None = None):
+    """PlanFacts of an RTPLAN member: from its header when the file can be read under
+    ``root``, else from the index's attributes (no RTPlanRelationship there)."""
+    from rtnode.courses.doseplan import PlanFacts, plan_facts
+
+    if root is not None:
+        try:
+            import pydicom
+
+            return plan_facts(pydicom.dcmread(Path(root) / m.path, stop_before_pixels=True))
+        except Exception:  # the attributes below still give label, date and approval
+            pass
+
+    a = m.attrs
+    return PlanFacts(uid=m.sop_instance_uid,
+                     label=str(a.get("RTPlanLabel") or a.get("RTPlanName") or ""),
+                     date=str(a.get("RTPlanDate") or ""),
+                     approval=str(a.get("ApprovalStatus") or "").upper(),
+                     structure_sets=tuple(m.refs_of("rtstruct")),
+                     relations=tuple((u, "") for u in m.refs_of("rtplan")))
+
+
+def dose_facts_of(m: Member):
+    from rtnode.courses.doseplan import DoseFacts
+
+    a = m.attrs
+    return DoseFacts(uid=m.sop_instance_uid,
+                     summation=str(a.get("DoseSummationType") or "PLAN").upper(),
+                     plans=tuple(m.refs_of("rtplan")),
+                     date=str(a.get("ContentDate") or "") + str(a.get("ContentTime") or ""))
 
 
 def _pick_by_for(anchors: dict[str, CourseDraft], frame: str,

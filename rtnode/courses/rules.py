@@ -44,6 +44,14 @@ class RuleMatch(Section):
         return v
 
 
+class DoseRule(Section):
+    """How a course's plans may be added up beyond what the data say (docs/DVH.md, "Dose plan")."""
+
+    sum: list[Literal["boost"]] | None = Field(
+        None, description="plan roles added to the primary on a hint alone, e.g. [boost] for a "
+                          "plan labelled as a boost; null = the dvh config's dvh.sum")
+
+
 class Rule(Section):
     name: str
     match: RuleMatch = Field(default_factory=RuleMatch)
@@ -56,6 +64,8 @@ class Rule(Section):
     quiet_seconds: float | None = Field(None, ge=0)
     radiomics: dict[str, Any] = Field(
         default_factory=dict, description="overrides of the config's radiomics: section")
+    dose: DoseRule = Field(default_factory=DoseRule,
+                           description="how plans are added up: {sum: [boost]}")
 
     @field_validator("radiomics")
     @classmethod

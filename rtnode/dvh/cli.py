@@ -12,7 +12,7 @@ from rtnode.cliconfig import ConfigFile, config_or_exit
 from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.errors import DVHInputError
 
-SUMMARY_COLUMNS = ("roi_name", "source", "volume_cc", "dmean_gy", "dmin_gy", "dmax_gy",
+SUMMARY_COLUMNS = ("roi_name", "source", "dose_source", "volume_cc", "dmean_gy", "dmin_gy", "dmax_gy",
                    "d98_gy", "d95_gy", "d50_gy", "d2_gy")
 
 
@@ -22,9 +22,14 @@ def dvh_command(
     rtstruct: Annotated[Optional[Path], typer.Option(
         "--rtstruct", help="RTSTRUCT file to use instead of searching PATH.")] = None,
     rtdose: Annotated[Optional[list[Path]], typer.Option(
-        "--rtdose", help="RTDOSE file; repeat to sum several (primary + boost).")] = None,
-    rtplan: Annotated[Optional[Path], typer.Option(
-        "--rtplan", help="RTPLAN file (prescription) instead of searching PATH.")] = None,
+        "--rtdose", help="RTDOSE file; repeat for several (the dose plan decides what is "
+                         "summed, docs/DVH.md).")] = None,
+    rtplan: Annotated[Optional[list[Path]], typer.Option(
+        "--rtplan", help="RTPLAN file (prescription, plan relationships) instead of searching "
+                         "PATH; repeatable.")] = None,
+    sum_roles: Annotated[Optional[list[str]], typer.Option(
+        "--sum", help="Plan role added to the primary on a hint alone: boost (as a rule's "
+                      "dose sum list does); repeatable.")] = None,
     engine: Annotated[Optional[str], typer.Option(
         "--engine", help="rtnode or dicompyler (dicompyler-core reference); default dvh.engine "
                          "of the config.")] = None,
@@ -46,11 +51,15 @@ def dvh_command(
     if as_json and csv is not None:
         raise typer.BadParameter("use either --json or --csv", param_hint="--csv")
     config: DVHConfig = config_or_exit(config_file).dvh
-    overrides = {"engine": engine, "prescription_gy": prescription}
+    for role in sum_roles or []:
+        if role != "boost":
+            raise typer.BadParameter(f"{role!r}: the only role is boost", param_hint="--sum")
+    overrides = {"engine": engine, "prescription_gy": prescription,
+                 "sum": list(sum_roles) if sum_roles else None}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:
         results = dvh_for_folder(path, rtstruct=rtstruct, rtdose=rtdose or None,
-                                 rtplan=rtplan, config=config)
+                                 rtplan=rtplan or None, config=config)
     except DVHInputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -66,6 +75,9 @@ def dvh_command(
         return
     cols = [c for c in SUMMARY_COLUMNS if c in frame.columns]
     typer.echo(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if results.dose_plan is not None and len(results.dose_plan.sources) > 1:
+        typer.echo(f"dose plan: {results.dose_plan.describe()}")
     for note in results.notes:
-        typer.echo(f"note: {note}")
+        if results.dose_plan is None or note != results.dose_plan.describe():
+            typer.echo(f"note: {note}")
     typer.echo(f"{results.engine}: {len(frame)} ROIs in {results.seconds:.2f} s")

@@ -29,7 +29,7 @@ class DVHConfig(BaseModel):
         None, gt=0.0,
         description="Prescription dose in Gy; overrides RTPLAN TargetPrescriptionDose when set.")
     samples_per_plane: int = Field(
-        2000, ge=100,
+        500, ge=100,
         description="In-plane sub-voxel samples aimed at over an ROI's largest cross-section; "
                     "small ROIs get finer sampling, large ones stop at max_sample_spacing_mm.")
     max_sample_spacing_mm: float = Field(
@@ -39,7 +39,8 @@ class DVHConfig(BaseModel):
     min_sample_spacing_mm: float = Field(
         0.05, gt=0.0,
         description="Finest in-plane sampling pitch in mm, reached by very small ROIs.")
-    sum_plan_doses: bool = Field(
-        True,
-        description="With several PLAN RTDOSEs and no TPS plan sum (MULTI_PLAN), add them on a "
-                    "common grid (primary + boost); when false such a course is an error.")
+    sum: list[Literal["boost"]] = Field(
+        default_factory=list,
+        description="Plan roles added to the primary plan on a hint alone (a boost known by its "
+                    "RTPlanLabel); plans the data relate (RTPlanRelationship PRIOR/CONCURRENT, a "
+                    "TPS plan sum) need no rule. A rule's dose: {sum: [...]} overrides this.")

@@ -7,7 +7,6 @@ GridFrameOffsetVector, feet-first or flipped grids, primary + boost plans — ar
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,11 +14,6 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from rtnode.dvh.errors import DVHInputError
-
-log = logging.getLogger(__name__)
-
-#: DoseSummationType of a TPS plan sum
-PLAN_SUM = "MULTI_PLAN"
 
 
 @dataclass
@@ -41,6 +35,19 @@ class DoseVolume:
     def max_gy(self) -> float:
         return float(self.values.max(initial=0.0))
 
+    @cached_property
+    def voxel_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) of the 8 dose-grid values around every voxel cell [k:k+2, j:j+2,
+        i:i+2]: the trilinear dose anywhere inside that cell lies between them."""
+        lo = hi = self.values
+        for axis in (2, 1, 0):  # separable: pairs along x, then y, then z
+            a = [slice(None)] * 3
+            b = [slice(None)] * 3
+            a[axis], b[axis] = slice(None, -1), slice(1, None)
+            lo = np.minimum(lo[tuple(a)], lo[tuple(b)])
+            hi = np.maximum(hi[tuple(a)], hi[tuple(b)])
+        return lo, hi
+
     @property
     def spacing(self) -> tuple[float, float, float]:
         def step(a: np.ndarray) -> float:
@@ -57,17 +64,19 @@ class DoseVolume:
                    for a, b in ((self.x, other.x), (self.y, other.y), (self.z, other.z)))
 
 
-def _frame_positions(ds: Dataset, frames: int, normal_z: float) -> np.ndarray:
-    """Patient z of every frame from GridFrameOffsetVector in either DICOM form.
+def _frame_positions(ds: Dataset, frames: int, normal: np.ndarray, axis: int) -> np.ndarray:
+    """Patient coordinate (along ``axis``, the one the slice normal runs along) of every frame,
+    from GridFrameOffsetVector in either DICOM form.
 
     Relative form: the first offset is 0 and offsets run along the slice normal from IPP.
-    Absolute form (older exports): the first offset equals IPP z and offsets are z positions.
+    Absolute form (older exports, axial grids): the first offset equals IPP z and offsets are
+    z positions.
     """
-    ipp_z = float(ds.ImagePositionPatient[2])
+    ipp = float(ds.ImagePositionPatient[axis])
     gfov = getattr(ds, "GridFrameOffsetVector", None)
     if gfov is None or len(gfov) == 0:
         if frames == 1:
-            return np.array([ipp_z])
+            return np.array([ipp])
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: {frames} frames but no "
                             "GridFrameOffsetVector")
     offsets = np.asarray([float(v) for v in gfov], dtype=float)
@@ -75,12 +84,12 @@ def _frame_positions(ds: Dataset, frames: int, normal_z: float) -> np.ndarray:
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector has "
                             f"{offsets.size} values for {frames} frames")
     if abs(offsets[0]) < 1e-6:
-        return ipp_z + normal_z * offsets
-    if abs(offsets[0] - ipp_z) < 1e-3:
+        return ipp + float(normal[axis]) * offsets
+    if axis == 2 and abs(offsets[0] - ipp) < 1e-3:
         return offsets
     raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: GridFrameOffsetVector starts at "
-                        f"{offsets[0]} — neither 0 (relative) nor ImagePositionPatient z "
-                        f"{ipp_z} (absolute)")
+                        f"{offsets[0]:g} — neither 0 (relative) nor ImagePositionPatient z "
+                        f"{ipp:g} (absolute)")
 
 
 def _units_factor(ds: Dataset, values_max: float, prescription_gy: float | None) -> float:
@@ -103,15 +112,48 @@ def _units_factor(ds: Dataset, values_max: float, prescription_gy: float | None)
     raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: unknown DoseUnits {units!r}")
 
 
+#: a direction cosine counts as along a patient axis when it is this close to ±1
+AXIS_TOLERANCE = 1e-4
+
+
+def _axis_of(direction: np.ndarray) -> int | None:
+    """Patient axis (0 x, 1 y, 2 z) a unit direction lies along, or None when oblique."""
+    a = int(np.argmax(np.abs(direction)))
+    return a if abs(abs(direction[a]) - 1.0) < AXIS_TOLERANCE else None
+
+
+def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """Row and column cosines, slice normal, and the patient axis of each array axis
+    (frames, rows, columns); any axis-aligned ImageOrientationPatient (HFS, FFS, HFP, FFP,
+    HFDL, HFDR, FFDL, FFDR, and sagittal or coronal stacks) is accepted, an oblique one is not."""
+    try:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+    except (AttributeError, TypeError, ValueError):
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: missing or unreadable "
+                            "ImageOrientationPatient") from None
+    if len(iop) != 6:
+        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient has "
+                            f"{len(iop)} values, not 6")
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    normal = np.cross(row, col)
+    axes = (_axis_of(normal), _axis_of(col), _axis_of(row))
+    if None in axes or len(set(axes)) != 3:
+        shown = "\\".join(f"{v:g}" for v in iop)
+        raise DVHInputError(
+            f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {shown} is oblique; only dose "
+            "grids whose rows, columns and frames run along the patient axes are supported")
+    return row, col, normal, axes  # type: ignore[return-value]
+
+
 def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
-    """One RTDOSE as a DoseVolume in Gy (DoseGridScaling applied, axes sorted ascending)."""
+    """One RTDOSE as a DoseVolume in Gy (DoseGridScaling applied, axes sorted ascending).
+
+    The pixel array (frames, rows, columns) is transposed so that its axes run along patient
+    z, y, x whatever the grid's orientation, then flipped where a direction is negative.
+    """
     if getattr(ds, "Modality", "RTDOSE") != "RTDOSE":
         raise DVHInputError(f"expected an RTDOSE, got Modality {ds.Modality}")
-    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
-    row, col = iop[:3], iop[3:]
-    if not (abs(abs(row[0]) - 1) < 1e-4 and abs(abs(col[1]) - 1) < 1e-4):
-        raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: ImageOrientationPatient {list(iop)} "
-                            "is not axial; only axial dose grids are supported")
+    row, col, normal, axes = _orientation(ds)
     if int(ds.Rows) < 2 or int(ds.Columns) < 2:
         raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: a {ds.Rows} x {ds.Columns} dose grid "
                             "cannot be interpolated in-plane")
@@ -123,16 +165,26 @@ def load_dose(ds: Dataset, prescription_gy: float | None = None) -> DoseVolume:
     values *= _units_factor(ds, float(values.max(initial=0.0)), prescription_gy)
     ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
     row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
-    x = ipp[0] + row[0] * col_spacing * np.arange(int(ds.Columns))
-    y = ipp[1] + col[1] * row_spacing * np.arange(int(ds.Rows))
-    z = _frame_positions(ds, frames, float(np.cross(row, col)[2]))
+    # patient coordinate of every index along each array axis (frames, rows, columns)
+    along = [
+        _frame_positions(ds, frames, normal, axes[0]),
+        ipp[axes[1]] + col[axes[1]] * row_spacing * np.arange(int(ds.Rows)),
+        ipp[axes[2]] + row[axes[2]] * col_spacing * np.arange(int(ds.Columns)),
+    ]
+    order = [axes.index(a) for a in (2, 1, 0)]  # array axis holding patient z, y, x
+    values = np.transpose(values, order)
+    z, y, x = (along[k] for k in order)
     for axis, coords in ((2, x), (1, y), (0, z)):
         if coords.size > 1 and coords[1] < coords[0]:
             values = np.flip(values, axis=axis)
     x, y, z = np.sort(x), np.sort(y), np.sort(z)
-    for name, a in (("column", x), ("row", y), ("frame", z)):
+    for name, a in (("x", x), ("y", y), ("z", z)):
         if a.size > 1 and np.any(np.diff(a) <= 0):
             raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: repeated {name} positions")
+    for name, a in (("x", x), ("y", y)):
+        if a.size < 2:
+            raise DVHInputError(f"RTDOSE {ds.SOPInstanceUID}: a single dose plane along patient "
+                                f"{name} cannot be interpolated")
     if z.size == 1:
         # a single dose plane stands for a slab of its SliceThickness
         half = float(getattr(ds, "SliceThickness", 0) or 1.0) / 2.0
@@ -191,33 +243,17 @@ def sum_doses(doses: list[DoseVolume]) -> DoseVolume:
 
 
 def select_dose(datasets: list[Dataset], prescription_gy: float | None = None,
-                sum_plan_doses: bool = True) -> DoseVolume:
-    """The course dose from the RTDOSEs at hand: a TPS plan sum (MULTI_PLAN) when there is one,
-    else the single PLAN dose, else the sum of the PLAN doses (primary + boost) when allowed,
-    else the sum of BEAM doses."""
+                plans: list[Dataset] | None = None, sum_roles: tuple[str, ...] = ()) -> DoseVolume:
+    """The course dose of the dose plan (``rtnode.courses.doseplan``) as one DoseVolume: the TPS
+    plan sum, the plan in use, or the sum the data (or ``sum_roles``) call for. A course whose
+    plans cannot be combined safely has no course dose: that is a DVHInputError naming them."""
+    from rtnode.courses.doseplan import from_datasets
+
     if not datasets:
         raise DVHInputError("no RTDOSE found")
-    by_type: dict[str, list[Dataset]] = {}
-    for ds in datasets:
-        by_type.setdefault(str(getattr(ds, "DoseSummationType", "PLAN")).upper(), []).append(ds)
-    if PLAN_SUM in by_type:
-        chosen = by_type[PLAN_SUM]
-        if len(chosen) > 1:
-            log.warning("%d plan-sum RTDOSEs; using %s", len(chosen), chosen[-1].SOPInstanceUID)
-        dose = load_dose(chosen[-1], prescription_gy)
-        dose.notes.append("TPS plan sum (MULTI_PLAN)")
-        return dose
-    plans = by_type.get("PLAN", [])
-    if len(plans) == 1:
-        return load_dose(plans[0], prescription_gy)
-    if len(plans) > 1:
-        if not sum_plan_doses:
-            raise DVHInputError(f"{len(plans)} PLAN RTDOSEs and no plan sum; set "
-                                "dvh.sum_plan_doses or pick one RTDOSE")
-        return sum_doses([load_dose(d, prescription_gy) for d in plans])
-    if "BEAM" in by_type:
-        return sum_doses([load_dose(d, prescription_gy) for d in by_type["BEAM"]])
-    if len(datasets) == 1:
-        return load_dose(datasets[0], prescription_gy)
-    raise DVHInputError("RTDOSEs of types " + ", ".join(sorted(by_type)) + " cannot be "
-                        "combined into a course dose; pick one RTDOSE")
+    plan = from_datasets(plans or [], datasets, sum_roles)
+    chosen = plan.course
+    if chosen is None:
+        raise DVHInputError(plan.describe())
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
+    return sum_doses([load_dose(by_uid[u], prescription_gy) for u in chosen.rtdose])

@@ -19,9 +19,9 @@ import numpy as np
 from rtnode.dvh.config import DVHConfig
 from rtnode.dvh.dose import DoseVolume
 from rtnode.dvh.histogram import CumulativeDVH, DVHAccumulator
-from rtnode.dvh.interpolate import frame_position, frames_on_lattice
+from rtnode.dvh.interpolate import axis_weights, frame_position, frames_on_lattice
 from rtnode.dvh.rasterize import rasterize_stack, sampling_pitch
-from rtnode.dvh.structures import ContourPlane, StructureROI, polygon_area
+from rtnode.dvh.structures import ContourPlane, StructureROI, even_odd_area, polygon_area
 
 AUTO_ALGORITHMS = frozenset({"AUTOMATIC", "SEMIAUTOMATIC"})
 
@@ -47,6 +47,7 @@ class RoiDVH:
     dmean_gy: float = float("nan")
     skipped_contours: int = 0
     warnings: list[str] = field(default_factory=list)
+    dose_source: str = ""  # which dose (docs/DVH.md, "Dose plan"): plan label, "plan sum", ...
 
     @property
     def coverage(self) -> float:
@@ -157,10 +158,50 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
     return result
 
 
+def _bounds_on_lattice(dose: DoseVolume, k0: int, k1: int, lattice, h: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per dose frame interval k0.. and lattice cell: the lowest and highest dose-grid value
+    of the dose-grid cells the lattice cell overlaps (those under its two x and two y edges),
+    which bound the trilinear dose anywhere in it."""
+    range_lo, range_hi = dose.voxel_range
+    frames = slice(k0, min(k1, range_lo.shape[0] - 1) + 1)
+    ix = [axis_weights(dose.x, lattice.x_centres + s * 0.5 * h)[0] for s in (-1, 1)]
+    iy = [axis_weights(dose.y, lattice.y_centres + s * 0.5 * h)[0] for s in (-1, 1)]
+    r0, r1 = int(iy[0].min()), int(iy[1].max()) + 1
+    c0, c1 = int(ix[0].min()), int(ix[1].max()) + 1
+    sub_lo, sub_hi = range_lo[frames, r0:r1, c0:c1], range_hi[frames, r0:r1, c0:c1]
+    a, b = ix[0] - c0, ix[1] - c0
+    lo, hi = sub_lo[:, :, a], sub_hi[:, :, a]
+    if np.any(a != b):
+        lo, hi = np.minimum(lo, sub_lo[:, :, b]), np.maximum(hi, sub_hi[:, :, b])
+    a, b = iy[0] - r0, iy[1] - r0
+    lo_y, hi_y = lo[:, a], hi[:, a]
+    if np.any(a != b):
+        lo_y, hi_y = np.minimum(lo_y, lo[:, b]), np.maximum(hi_y, hi[:, b])
+    return lo_y, hi_y
+
+
 def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVHAccumulator,
                 totals: _Totals) -> None:
     """Rasterise a chunk of planes on one lattice and add its dose segments to ``acc``."""
     lattice = rasterize_stack([pl.polygons for pl in planes], h)
+    # rows are sampled at their centre line (midpoint rule), which is O(h) off on edges that run
+    # along x (a rectangle); every plane's coverage is scaled to its exact even-odd area
+    sampled = lattice.area_mm2()
+    exact = np.array([even_odd_area(pl.polygons) for pl in planes])
+    scale = np.where(sampled > 0, exact / np.where(sampled > 0, sampled, 1.0), 1.0)
+    # several polygons: even_odd_area assumes nesting, so crossing contours (which the lattice
+    # fills correctly) would be mis-scaled; only a correction the size the midpoint rule can
+    # err by (half a row along every edge: perimeter x h / 2) is applied
+    several = np.array([len(pl.polygons) > 1 for pl in planes])
+    if several.any():
+        perimeter = np.array([sum(float(np.sum(np.hypot(*np.diff(np.vstack([q, q[:1]]),
+                                                                     axis=0).T)))
+                                  for q in pl.polygons) if len(pl.polygons) > 1 else 0.0
+                              for pl in planes])
+        scale[several & (np.abs(exact - sampled) > 0.5 * perimeter * h)] = 1.0
+    if np.any(np.abs(scale - 1.0) > 1e-12):
+        lattice.coverage *= scale[:, None, None]
     thickness = np.array([pl.thickness for pl in planes])
     totals.volume_mm3 += float(lattice.area_mm2() @ thickness)
 
@@ -204,8 +245,12 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
         upper = np.take(at_frame, np.minimum(k + 1, span - 1) * n + cols)
         return lower + (upper - lower) * f
 
-    los, his, ws = [], [], []
+    los, his, ws, mids = [], [], [], []
     d_prev = dose_at_cut(0)
+    # the trilinear dose inside a dose-grid cell lies between its 8 corner values: they bound
+    # each segment, so a spread never reaches past a peak (a hot voxel) or below zero
+    bound_lo_frames, bound_hi_frames = _bounds_on_lattice(dose, k0, k1, lattice, h)
+    n_lattice = bound_lo_frames.shape[1] * bound_lo_frames.shape[2]
     for q in range(1, width):
         dz_plane = z_cut[:, q] - z_cut[:, q - 1]  # 0 for padding
         if not (dz_plane[valid] > 0).any():
@@ -217,21 +262,27 @@ def _add_planes(planes: list[ContourPlane], dose: DoseVolume, h: float, acc: DVH
         mid = 0.5 * (d_prev + d_next) + shift
         half = 0.5 * np.sqrt((d_next - d_prev) ** 2 + spread2)
         weight = area * (dz / 1000.0)
+        # the dose-grid cell this piece lies in: frames by the piece's middle, in-plane by the
+        # lattice cell's centre
+        k_mid, _ = frame_position(dose, 0.5 * (z_cut[:, q - 1] + z_cut[:, q]))
+        at = (np.minimum(k_mid, bound_lo_frames.shape[0] - 1 + k0) - k0)[p] * n_lattice + cell
+        bound_lo = np.take(bound_lo_frames, at)
+        bound_hi = np.take(bound_hi_frames, at)
         keep = dz > 0
-        if keep.all():
-            los.append(mid - half)
-            his.append(mid + half)
-            ws.append(weight)
-        else:
-            los.append((mid - half)[keep])
-            his.append((mid + half)[keep])
-            ws.append(weight[keep])
+        if not keep.all():
+            mid, half, weight = mid[keep], half[keep], weight[keep]
+            bound_lo, bound_hi = bound_lo[keep], bound_hi[keep]
+        mids.append(mid)  # a blend of sampled doses: Dmean stays exact for a linear dose
+        los.append(np.clip(mid - half, bound_lo, bound_hi))
+        his.append(np.clip(mid + half, bound_lo, bound_hi))
+        ws.append(weight)
         d_prev = d_next
-    lo, hi, w = np.concatenate(los), np.concatenate(his), np.concatenate(ws)
+    lo, hi, mid = np.concatenate(los), np.concatenate(his), np.concatenate(mids)
+    w = np.concatenate(ws)
     acc.add(lo, hi, w)
     covered = float(w.sum())
     if covered > 0:
         totals.covered_cc += covered
-        totals.dose_cc += float(np.dot(w, 0.5 * (lo + hi)))
+        totals.dose_cc += float(np.dot(w, mid))
         totals.dmin = min(totals.dmin, float(lo.min()))
         totals.dmax = max(totals.dmax, float(hi.max()))

@@ -105,7 +105,7 @@ def roi_metrics(r: RoiDVH, config: DVHConfig, prescription_gy: float | None = No
     for pct in dict.fromkeys([98.0, 95.0, 50.0, 2.0, *config.dose_levels_pct]):
         row[dose_metric_name(pct)] = dose_at(covered * pct / 100.0)
     for cc in ABSOLUTE_VOLUMES_CC:
-        row[f"d_{_num(cc)}cc"] = dose_at(cc) if covered >= cc else math.nan
+        row[f"d_{_num(cc)}cc_gy"] = dose_at(cc) if covered >= cc else math.nan
     for gy in config.volume_levels_gy:
         v = r.dvh.volume_at(gy) if has_dose else math.nan
         row[f"v{_num(gy)}gy_cc"] = v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from rtnode.dvh.compute import DVHResults, merge_results
 METRICS_CSV = "dvh_metrics.csv"
 CURVES_PARQUET = "dvh_curves.parquet"
 PLOT_PNG = "dvh.png"
+DOSE_PLAN_JSON = "dose_plan.json"
 #: ROIs beyond this many get no legend entry (an auto-segmentation has 100+)
 LEGEND_LIMIT = 25
 
@@ -20,9 +22,24 @@ def _as_one(results: DVHResults | list[DVHResults]) -> DVHResults:
     return results if isinstance(results, DVHResults) else merge_results(list(results))
 
 
+#: decimals kept in dvh_metrics.csv: 0.1 mGy, 0.1 mm³, 0.0001 % — below any clinical meaning,
+#: above the engine's own noise
+DECIMALS = 4
+#: columns that lead the table, in this order; the metrics follow
+LEADING = ("roi_number", "roi_name", "interpreted_type", "source", "dose_source", "course_dose")
+
+
 def metrics_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
-    """One row per ROI and source (manual or auto)."""
-    return pd.DataFrame(_as_one(results).metrics)
+    """One row per ROI, structure set source (manual or auto) and dose source, rounded to
+    ``DECIMALS``; every column name carries its unit (_gy, _cc, _pct) or is unitless."""
+    frame = pd.DataFrame(_as_one(results).metrics)
+    if frame.empty:
+        return frame
+    lead = [c for c in LEADING if c in frame.columns]
+    frame = frame[lead + [c for c in frame.columns if c not in lead]]
+    floats = frame.select_dtypes(include="float").columns
+    frame[floats] = frame[floats].round(DECIMALS)
+    return frame
 
 
 def curves_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
@@ -41,13 +58,13 @@ def curves_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
                else np.zeros(keep.size))
         parts.append(pd.DataFrame({
             "roi_number": np.int32(r.roi_number), "roi_name": r.roi_name, "source": r.source,
-            "engine": r.engine, "dose_gy": doses[keep], "volume_cc": volume[keep],
+            "dose_source": r.dose_source, "engine": r.engine, "dose_gy": doses[keep], "volume_cc": volume[keep],
             "volume_pct": pct}))
     if not parts:
-        return pd.DataFrame(columns=["roi_number", "roi_name", "source", "engine", "dose_gy",
-                                     "volume_cc", "volume_pct"])
+        return pd.DataFrame(columns=["roi_number", "roi_name", "source", "dose_source",
+                                     "engine", "dose_gy", "volume_cc", "volume_pct"])
     frame = pd.concat(parts, ignore_index=True)
-    for col in ("roi_name", "source", "engine"):
+    for col in ("roi_name", "source", "dose_source", "engine"):
         frame[col] = frame[col].astype("category")
     return frame
 
@@ -61,17 +78,23 @@ def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
 
     one = _as_one(results)
     fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
-    drawn = [r for r in one.rois if r.covered_cc > 0]
+    course = one.dose_plan.course if one.dose_plan is not None else None
+    labels = list(dict.fromkeys(r.dose_source for r in one.rois))
+    shown = [course.label] if course is not None else labels  # the course dose, else each
+    drawn = [r for r in one.rois if r.covered_cc > 0 and (r.dose_source in shown
+                                                           or not r.dose_source)]
     for r in drawn:
         style = "--" if r.source == "auto" else "-"
+        suffix = f", {r.dose_source}" if len(shown) > 1 else ""
         ax.plot(r.dvh.doses, 100.0 * r.dvh.volume_cc / r.covered_cc, style, lw=1.0,
-                label=f"{r.roi_name} ({r.source})")
+                label=f"{r.roi_name} ({r.source}{suffix})")
     ax.set_xlabel("Dose (Gy)")
     ax.set_ylabel("Volume (%)")
     ax.set_ylim(0, 101)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    title = f"Cumulative DVH ({one.engine})"
+    title = f"Cumulative DVH ({one.engine})" + (f", {shown[0]}" if len(shown) == 1 and shown[0]
+                                                  else "")
     if one.prescription_gy:
         ax.axvline(one.prescription_gy, color="k", lw=0.8, ls=":")
         title += f", prescription {one.prescription_gy:g} Gy"
@@ -87,13 +110,18 @@ def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
 
 def write_course_outputs(results: DVHResults | list[DVHResults],
                          out_dir: Path | str) -> dict[str, Path]:
-    """Write dvh_metrics.csv, dvh_curves.parquet and dvh.png into out_dir; returns their paths.
+    """Write dvh_metrics.csv, dvh_curves.parquet, dvh.png and dose_plan.json (the dose plan,
+    with its words) into out_dir; returns their paths.
 
     results: one DVHResults, or one per structure set (manual and auto) — rows carry ``source``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": out / METRICS_CSV, "curves": out / CURVES_PARQUET, "plot": out / PLOT_PNG}
+    paths = {"metrics": out / METRICS_CSV, "curves": out / CURVES_PARQUET, "plot": out / PLOT_PNG,
+             "dose_plan": out / DOSE_PLAN_JSON}
+    one = _as_one(results)
+    plan = one.dose_plan.as_json() if one.dose_plan is not None else {"words": "no dose plan"}
+    paths["dose_plan"].write_text(json.dumps(plan, indent=2), encoding="utf-8")
     metrics_frame(results).to_csv(paths["metrics"], index=False)
     curves_frame(results).to_parquet(paths["curves"], index=False)
     plot_dvhs(results, paths["plot"])

@@ -84,6 +84,8 @@ def polygon_area(poly: np.ndarray) -> float:
 def even_odd_area(polygons: list[np.ndarray]) -> float:
     """Area of nested polygons under the even-odd rule: a polygon inside an odd number of others
     is a hole. Nesting is decided by the first vertex, enough for non-crossing contours."""
+    if len(polygons) == 1:
+        return polygon_area(polygons[0])
     from matplotlib.path import Path  # only for this bookkeeping, never per sample
 
     total = 0.0
@@ -187,16 +189,56 @@ def read_rois(rtstruct: Dataset) -> list[StructureROI]:
     return rois
 
 
+def snap_to_slices(rois: list[StructureROI], slice_positions: np.ndarray,
+                   fallback_thickness_mm: float) -> None:
+    """Put every contour plane on its nearest CT slice, as the RTSTRUCT reader (and so QC and
+    radiomics) does; a plane beyond the stack's ends by more than half a slice spacing
+    is skipped, counted and reported, never given a slab of its own.
+
+    Contours that land on one slice are filled together (even-odd), like the reader's mask.
+    """
+    slices = np.unique(np.round(np.asarray(slice_positions, dtype=float) / PLANE_TOLERANCE_MM)
+                       * PLANE_TOLERANCE_MM)
+    if slices.size == 0:
+        return
+    if slices.size == 1:
+        below = above = np.array([fallback_thickness_mm / 2.0])
+    else:
+        gaps = np.diff(slices) / 2.0
+        below, above = np.concatenate([[gaps[0]], gaps]), np.concatenate([gaps, [gaps[-1]]])
+    for roi in rois:
+        merged: dict[int, list[np.ndarray]] = {}
+        off = 0
+        for plane in roi.planes:
+            i = int(np.argmin(np.abs(slices - plane.z)))
+            d = plane.z - slices[i]
+            if d < -below[i] - PLANE_TOLERANCE_MM or d > above[i] + PLANE_TOLERANCE_MM:
+                off += len(plane.polygons)
+                continue
+            merged.setdefault(i, []).extend(plane.polygons)
+        if off:
+            roi.skipped_contours += off
+            msg = (f"ROI {roi.name!r}: skipped {off} contour(s): off the CT slice stack "
+                   f"({slices[0]:g} to {slices[-1]:g} mm)")
+            roi.warnings.append(msg)
+            log.warning(msg)
+        roi.planes = [ContourPlane(z=float(slices[i]), polygons=p)
+                      for i, p in sorted(merged.items())]
+
+
 def assign_slabs(rois: list[StructureROI], fallback_thickness_mm: float,
                  slice_positions: np.ndarray | None = None) -> None:
     """Give every contour plane its slab [z_lo, z_hi] (the end-capping convention).
 
     Slab boundaries lie half-way between neighbouring slice planes; the planes are the CT slice
-    positions when given, else every plane on which any ROI of the structure set has a contour
+    positions when given (contours are first moved onto their nearest slice, and those beyond
+    the stack dropped: ``snap_to_slices``), else every plane on which any ROI of the structure set has a contour
     (the CT slices a TPS draws on). Outermost planes extend by half the adjacent spacing, so an
     ROI's first and last contour each stand for half a slice beyond their plane. A structure set
     with a single plane uses ``fallback_thickness_mm`` (the dose grid's frame spacing).
     """
+    if slice_positions is not None and len(slice_positions):
+        snap_to_slices(rois, slice_positions, fallback_thickness_mm)
     contour_z = np.concatenate([[p.z for p in r.planes] for r in rois if r.planes]
                                or [np.empty(0)])
     if contour_z.size == 0:

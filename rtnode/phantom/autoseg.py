@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from rtnode.phantom.course import PhantomCourse, linear_dose
-from rtnode.phantom.rt import make_rtstruct
+from rtnode.phantom.ct import CTGeometry
+from rtnode.phantom.rt import DoseGrid, make_rtstruct
 from rtnode.phantom.shapes import Cylinder, EllipticBody, Shape, Shell, Sphere
 
 #: oblique gradient (Gy/mm) used by default: every axis of the dose grid matters
@@ -15,15 +16,15 @@ DEFAULT_GRADIENT = (0.15, -0.10, 0.12)
 
 
 def many_shapes(n_rois: int = 120, seed: int = 0, body: EllipticBody | None = None,
-                z_half: float = 55.0) -> list[Shape]:
+                z_half: float = 55.0, radii: tuple[float, float] = (4.0, 30.0)) -> list[Shape]:
     """n_rois random spheres (60 %), cylinders (25 %) and shells (15 %) inside the body, radii
-    4–30 mm so about a fifth are below 1 cc, followed by the body itself."""
+    log-uniform in ``radii`` (4–30 mm: about a fifth below 1 cc), followed by the body."""
     body = body or EllipticBody(semi_x=120.0, semi_y=90.0)
     rng = np.random.default_rng(seed)
     shapes: list[Shape] = []
     for i in range(n_rois):
         kind = rng.choice(["sphere", "cylinder", "shell"], p=[0.6, 0.25, 0.15])
-        r = float(np.exp(rng.uniform(np.log(4.0), np.log(30.0))))
+        r = float(np.exp(rng.uniform(np.log(radii[0]), np.log(radii[1]))))
         while True:  # the whole cross-section inside the body outline
             x = rng.uniform(-body.semi_x, body.semi_x)
             y = rng.uniform(-body.semi_y, body.semi_y)
@@ -53,9 +54,13 @@ def many_shapes(n_rois: int = 120, seed: int = 0, body: EllipticBody | None = No
 
 def many_roi_course(n_rois: int = 120, seed: int = 0,
                     gradient: tuple[float, float, float] = DEFAULT_GRADIENT,
-                    d0: float = 60.0) -> PhantomCourse:
-    """A built course whose RTSTRUCT marks every ROI AUTOMATIC, as an auto-segmentation's does."""
-    course = PhantomCourse(shapes=many_shapes(n_rois, seed),
+                    d0: float = 60.0, geometry: CTGeometry | None = None,
+                    shapes: list[Shape] | None = None,
+                    dose_grid: DoseGrid | None = None) -> PhantomCourse:
+    """A built course whose RTSTRUCT marks every ROI AUTOMATIC, as an auto-segmentation's does.
+    ``geometry``, ``shapes`` and ``dose_grid`` replace the default CT, ROIs and dose grid."""
+    course = PhantomCourse(shapes=shapes or many_shapes(n_rois, seed),
+                           geometry=geometry or CTGeometry(), dose_grid=dose_grid,
                            dose=linear_dose(d0, gradient)).build()
     course.rtstruct = make_rtstruct(course.patient, course.ct, course.shapes,
                                     label="AUTOSEG", algorithm="AUTOMATIC")

@@ -99,8 +99,13 @@ def make_rtstruct(patient: Patient, ct: Sequence[Dataset], shapes: Sequence[Shap
 
 def make_rtplan(patient: Patient, rtstruct: Dataset, prescription_gy: float = 60.0,
                 fractions: int = 30, target_roi_number: int = 1, label: str = "PLAN1",
-                series_number: int = 3) -> Dataset:
-    """A minimal photon plan: one beam, one fraction group, a target prescription."""
+                series_number: int = 3, related: Sequence[tuple[Dataset, str]] = (),
+                approval: str = "UNAPPROVED", plan_date: str | None = None) -> Dataset:
+    """A minimal photon plan: one beam, one fraction group, a target prescription.
+
+    ``related``: (other RTPLAN, RTPlanRelationship) pairs written to ReferencedRTPlanSequence
+    (PREDECESSOR for a replan, PRIOR/CONCURRENT for a boost, ...); ``approval`` is
+    ApprovalStatus; ``plan_date`` (YYYYMMDD) overrides RTPlanDate."""
     ds = base_dataset(patient, RTPlanStorage, "RTPLAN", generate_uid(), series_number,
                       f"{label} plan")
     ds.FrameOfReferenceUID = patient.frame_of_reference_uid
@@ -111,7 +116,14 @@ def make_rtplan(patient: Patient, rtstruct: Dataset, prescription_gy: float = 60
     ds.RTPlanTime = ds.InstanceCreationTime
     ds.RTPlanGeometry = "PATIENT"
     ds.OperatorsName = ""
-    ds.ApprovalStatus = "UNAPPROVED"
+    ds.ApprovalStatus = approval
+    if plan_date is not None:
+        ds.RTPlanDate = plan_date
+    if related:
+        ds.ReferencedRTPlanSequence = DicomSequence([
+            _item(ReferencedSOPClassUID=other.SOPClassUID,
+                  ReferencedSOPInstanceUID=other.SOPInstanceUID, RTPlanRelationship=rel)
+            for other, rel in related])
     ds.ReferencedStructureSetSequence = DicomSequence([
         _item(ReferencedSOPClassUID=rtstruct.SOPClassUID,
               ReferencedSOPInstanceUID=rtstruct.SOPInstanceUID)])
@@ -165,14 +177,55 @@ class DoseGrid:
                 self.origin[2] + np.arange(nz) * self.spacing[2])
 
 
-def make_rtdose(patient: Patient, rtplan: Dataset | None, grid: DoseGrid, dose: Callable,
-                summation: str = "PLAN", units: str = "GY", series_number: int = 4,
-                absolute_offsets: bool = False, dvhs: Sequence[Dataset] | None = None) -> Dataset:
+#: ImageOrientationPatient of axial grids by patient position
+ORIENTATIONS = {
+    "HFS": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "HFP": (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+    "FFS": (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "FFP": (1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+    "HFDL": (0.0, 1.0, 0.0, -1.0, 0.0, 0.0), "HFDR": (0.0, -1.0, 0.0, 1.0, 0.0, 0.0),
+    "FFDL": (0.0, 1.0, 0.0, 1.0, 0.0, 0.0), "FFDR": (0.0, -1.0, 0.0, -1.0, 0.0, 0.0),
+}
+
+
+def _oriented(values: np.ndarray, axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+              orientation: Sequence[float]) -> tuple[np.ndarray, list[float], list[float],
+                                                     np.ndarray]:
+    """values[z, y, x] stored as (frames, rows, columns) for an axial ImageOrientationPatient:
+    returns the pixel array, IPP, PixelSpacing and the frame offsets along the slice normal."""
+    row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    normal = np.cross(row, col)
+    a_row, a_col = int(np.argmax(np.abs(row))), int(np.argmax(np.abs(col)))
+    if {a_row, a_col} != {0, 1}:
+        raise ValueError("the phantom writes axial dose grids only")
+    arr = values if (a_row, a_col) == (0, 1) else np.transpose(values, (0, 2, 1))
+    flips = [normal[2] < 0, col[a_col] < 0, row[a_row] < 0]
+    for axis, flip in enumerate(flips):
+        if flip:
+            arr = np.flip(arr, axis=axis)
+    xs, ys, zs = axes
+    coord = {0: xs, 1: ys}
+    ipp = [0.0, 0.0, 0.0]
+    ipp[a_row] = float(coord[a_row][-1] if row[a_row] < 0 else coord[a_row][0])
+    ipp[a_col] = float(coord[a_col][-1] if col[a_col] < 0 else coord[a_col][0])
+    ipp[2] = float(zs[-1] if normal[2] < 0 else zs[0])
+    step = {0: float(xs[1] - xs[0]) if xs.size > 1 else 1.0,
+            1: float(ys[1] - ys[0]) if ys.size > 1 else 1.0}
+    offsets = np.abs(zs - ipp[2])
+    return np.ascontiguousarray(arr), ipp, [step[a_col], step[a_row]], np.sort(offsets)
+
+
+def make_rtdose(patient: Patient, rtplan: Dataset | Sequence[Dataset] | None, grid: DoseGrid,
+                dose: Callable, summation: str = "PLAN", units: str = "GY",
+                series_number: int = 4, absolute_offsets: bool = False,
+                dvhs: Sequence[Dataset] | None = None,
+                orientation: Sequence[float] = ORIENTATIONS["HFS"]) -> Dataset:
     """A 3-D RTDOSE sampled from dose(x, y, z) in Gy at the grid's voxel centres.
 
     Pixels are uint32 with DoseGridScaling chosen so the maximum uses the full range, which keeps
     quantisation far below 1e-6 Gy. ``absolute_offsets`` writes GridFrameOffsetVector as patient z
-    (the older, still-seen form) instead of offsets from the first frame.
+    (the older, still-seen form) instead of offsets from the first frame. ``rtplan`` may be
+    several plans (a plan sum referencing each); ``orientation`` is any axial
+    ImageOrientationPatient (``ORIENTATIONS``: HFS, FFS, HFP, decubitus...), the same dose
+    stored in that pixel order.
     """
     ds = base_dataset(patient, RTDoseStorage, "RTDOSE", generate_uid(), series_number,
                       "Dose")
@@ -189,16 +242,22 @@ def make_rtdose(patient: Patient, rtplan: Dataset | None, grid: DoseGrid, dose: 
     scaling = float(scaling_ds)
     pixels = np.rint(values / scaling).astype(np.uint32)
     ds.InstanceNumber = 1
-    ds.ImagePositionPatient = [float(v) for v in grid.origin]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [float(grid.spacing[1]), float(grid.spacing[0])]
+    standard = tuple(float(v) for v in orientation) == ORIENTATIONS["HFS"]
+    if standard:
+        ds.ImagePositionPatient = [float(v) for v in grid.origin]
+        ds.PixelSpacing = [float(grid.spacing[1]), float(grid.spacing[0])]
+    else:
+        pixels, ipp, spacing, rel = _oriented(pixels, (xs, ys, zs), orientation)
+        ds.ImagePositionPatient = ipp
+        ds.PixelSpacing = spacing
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.SliceThickness = float(grid.spacing[2])
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.NumberOfFrames = grid.shape[0]
+    ds.NumberOfFrames = pixels.shape[0]
     ds.FrameIncrementPointer = 0x3004000C
-    ds.Rows = grid.shape[1]
-    ds.Columns = grid.shape[2]
+    ds.Rows = pixels.shape[1]
+    ds.Columns = pixels.shape[2]
     ds.BitsAllocated = 32
     ds.BitsStored = 32
     ds.HighBit = 31
@@ -207,12 +266,15 @@ def make_rtdose(patient: Patient, rtplan: Dataset | None, grid: DoseGrid, dose: 
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = summation
     offsets = zs if absolute_offsets else zs - zs[0]
+    if not standard:
+        offsets = rel
     ds.GridFrameOffsetVector = [_ds_str(float(v)) for v in offsets]
     ds.DoseGridScaling = scaling_ds
-    if rtplan is not None:
+    plans = [] if rtplan is None else [rtplan] if isinstance(rtplan, Dataset) else list(rtplan)
+    if plans:
         ds.ReferencedRTPlanSequence = DicomSequence([
-            _item(ReferencedSOPClassUID=rtplan.SOPClassUID,
-                  ReferencedSOPInstanceUID=rtplan.SOPInstanceUID)])
+            _item(ReferencedSOPClassUID=p.SOPClassUID, ReferencedSOPInstanceUID=p.SOPInstanceUID)
+            for p in plans])
     if dvhs:
         ds.DVHSequence = DicomSequence(list(dvhs))
     ds.PixelData = pixels.tobytes()
