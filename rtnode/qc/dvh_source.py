@@ -86,6 +86,7 @@ class StoredRoi:
     covered_cc: float
     dmean_gy: float
     dvh: StoredCurve
+    dose_source: str = ""
 
     @property
     def coverage(self) -> float:
@@ -102,6 +103,8 @@ class StoredResults:
 
     rois: list[StoredRoi] = field(default_factory=list)
     tps_comparison: list[dict[str, Any]] = field(default_factory=list)
+    #: None: the dose checks decide the plan from the RTPLAN/RTDOSE headers themselves
+    dose_plan: Any = None
 
 
 @dataclass
@@ -140,12 +143,23 @@ def stored_results(tables: DVHTables, doses: Iterable[Any]) -> list[StoredResult
     m = tables.metrics
     if "source" in m.columns:
         m = m[m["source"].astype(str) == "manual"]
-    curves = {(str(n), str(s)): g for (n, s), g in
-              tables.curves.groupby(["roi_name", "source"], observed=True)}
+    if "course_dose" in m.columns:
+        # the dvh stage reports every dose source; the checks judge the course's dose
+        chosen = m["course_dose"].astype(str).str.lower().isin(("true", "1"))
+        if chosen.any():
+            m = m[chosen]
+    c = tables.curves
+    if "dose_source" in c.columns:
+        c = c.assign(dose_source=c["dose_source"].astype(object).where(
+            c["dose_source"].notna(), "").astype(str))
+    by = ["roi_name", "source"] + (["dose_source"] if "dose_source" in c.columns else [])
+    curves = {tuple(str(v) for v in (k if isinstance(k, tuple) else (k,))): g
+              for k, g in c.groupby(by, observed=True)}
     rois = []
     for _, row in m.iterrows():
         name = str(row["roi_name"])
-        g = curves.get((name, "manual"))
+        source = str(value(row, "dose_source") or "")
+        g = curves.get((name, "manual", source) if len(by) == 3 else (name, "manual"))
         curve = StoredCurve(np.asarray(g["dose_gy"], float), np.asarray(g["volume_cc"], float)) \
             if g is not None else StoredCurve(np.zeros(0), np.zeros(0))
         rois.append(StoredRoi(
@@ -153,7 +167,7 @@ def stored_results(tables: DVHTables, doses: Iterable[Any]) -> list[StoredResult
             interpreted_type=str(value(row, "interpreted_type") or ""), source="manual",
             volume_cc=float(value(row, "volume_cc") or 0.0),
             covered_cc=float(value(row, "covered_cc") or 0.0),
-            dmean_gy=float(value(row, "dmean_gy") or math.nan), dvh=curve))
+            dmean_gy=float(value(row, "dmean_gy") or math.nan), dvh=curve, dose_source=source))
     doses = list(doses)
     sequence = list(getattr(doses[0], "DVHSequence", None) or []) if len(doses) == 1 else []
     return [StoredResults(rois, compare_with_tps(sequence, rois) if sequence else [])]
