@@ -104,7 +104,7 @@ def serve(
             cfg.workers.cpu_workers = cpu_workers
     except ValidationError as exc:
         raise fail(f"bad command-line override: {exc.errors()[0]['msg']}") from None
-    setup_logging(cfg.logging.level, cfg.log_file)
+    setup_logging(cfg.logging.level, cfg.log_file, cfg.logging)
     try:
         code = Node(cfg).run()
     except RulesError as exc:
@@ -584,7 +584,7 @@ def worker(
         raise fail("rtnode worker needs a config file (--config or $RTNODE_CONFIG) so that "
                    "it finds the node's storage and queues")
     n = workers or (cfg.workers.cpu_budget() if queue == "cpu" else 1)
-    setup_logging(cfg.logging.level, cfg.log_file)
+    setup_logging(cfg.logging.level, cfg.log_file, cfg.logging)
     run_consumer(path.resolve(), queue, n)
 
 

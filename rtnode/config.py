@@ -143,6 +143,15 @@ class LoggingConfig(Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: Path | None = None
+    format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line")
+    rotate: Literal["size", "external", "none"] = Field(
+        "size", description="size: rtnode rotates the file; external: logrotate moves it and "
+                            "rtnode reopens it; none: grows for ever")
+    max_mb: float = Field(50.0, gt=0, description="with rotate: size, rotate at this size")
+    backups: int = Field(5, ge=0, description="with rotate: size, rotated files kept")
+    quiet: list[str] = Field(default_factory=lambda: ["huey", "pykwalify"],
+                             description="loggers shown from WARNING up unless level is DEBUG")
 
 
 class Config(Section):
