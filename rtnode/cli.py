@@ -169,6 +169,7 @@ def node_status(cfg: Config) -> dict[str, Any]:
     """The data behind ``rtnode status``; the keys are the documented JSON keys."""
     from rtnode.courses.book import CourseBook
     from rtnode.node_info import node_is_up, pid_alive, read_node_info
+    from rtnode.store.retention import status as retention_status
 
     root = cfg.storage_root
     info = read_node_info(root)
@@ -184,6 +185,8 @@ def node_status(cfg: Config) -> dict[str, Any]:
         counts, events, last = index.counts(), index.event_counts(), index.last_received()
         book = CourseBook(index)
         courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
+    retention = retention_status(cfg, index)
+    if index is not None:
         index.close()
     workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
                for w in (info.workers if info else [])]
@@ -208,6 +211,7 @@ def node_status(cfg: Config) -> dict[str, Any]:
         "workers": workers if up else [],
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
+        "retention": retention,
     }
 
 
@@ -239,6 +243,9 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
     st = s["storage"]
     out.print(f"storage:       {st['root']} ({st['free_gb']} GB free, "
               f"refuses below {st['min_free_gb']} GB)")
+    from rtnode.clitable import retention_line
+
+    out.print(f"retention:     {retention_line(s['retention'])}", highlight=False)
 
 
 def _listing(kind: str, cfg: Config, as_json: bool, columns: list[str], **filters) -> None:
@@ -807,6 +814,7 @@ def import_files(
 
 # -- engines usable without a running node ---------------------------------------------------
 
+from rtnode.deletecli import delete_app  # noqa: E402
 from rtnode.dvh.cli import dvh_command  # noqa: E402
 from rtnode.export import export_command  # noqa: E402
 from rtnode.qc.cli import qc_command  # noqa: E402
@@ -818,6 +826,7 @@ app.command("segment")(segment_command)
 app.command("radiomics")(radiomics_command)
 app.command("qc")(qc_command)
 app.command("export")(export_command)
+app.add_typer(delete_app, name="delete")
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m rtnode

@@ -138,6 +138,22 @@ class StagesConfig(Section):
                                description="importable modules that register more stages")
 
 
+class RetentionConfig(Section):
+    """What the node deletes by itself (rtnode/store/retention.py); every rule is off (null)
+    unless set. Courses not yet processed are never deleted."""
+
+    received_after_days: float | None = Field(
+        None, ge=0, description="received instances of done clinical courses go this many days "
+                                "after their last stage finished; outputs stay")
+    cohort_after_days: float | None = Field(
+        None, ge=0, description="finished cohort courses go entirely (instances and outputs)")
+    free_below_gb: float | None = Field(
+        None, ge=0, description="disk pressure: below this free space, oldest eligible first")
+    max_stored_gb: float | None = Field(
+        None, gt=0, description="disk pressure: above this much DICOM held, oldest first")
+    interval_seconds: float = Field(3600.0, gt=0, description="how often the policy runs")
+
+
 class LoggingConfig(Section):
     """Log level and an optional log file (relative paths resolve against storage.root)."""
 
@@ -173,6 +189,7 @@ class Config(Section):
     remotes: dict[str, RemoteConfig] = Field(
         default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     _source: Path | None = PrivateAttr(None)
 

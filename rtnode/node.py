@@ -31,6 +31,7 @@ from rtnode.queue.worker import WorkerPool
 from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
 from rtnode.store.index import utc_now
+from rtnode.store.retention import RetentionThread
 from rtnode.store.schema import SCHEMA_VERSION
 
 log = logging.getLogger("rtnode.node")
@@ -135,11 +136,13 @@ class Node:
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds)
         scp = StorageSCP(self.config.dicom, archive)
+        retention = RetentionThread(self.config, archive.index)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         scp.start()  # first: a port already in use stops us before any worker is spawned
         pool.start()
         pipeline.start()
+        retention.start()
         self._log_start(archive, scp.port, capacity)
         log.info("rules: %d from %s", len(rules.rules), self.config.rules_dir)
         info = NodeInfo(pid=os.getpid(), ae_title=self.config.dicom.ae_title,
@@ -156,6 +159,7 @@ class Node:
         finally:
             drained = scp.stop(DRAIN_SECONDS)
             pipeline.stop()
+            retention.stop()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)
             archive.close()
