@@ -88,17 +88,18 @@ def stage_summary(stages: list[dict[str, Any]]) -> str:
 
 
 def retention_line(r: dict[str, Any]) -> str:
-    """The retention line of ``rtnode status``."""
+    """The retention line of ``rtnode status``: the policy, the last pass, the last removal."""
     if not r.get("active"):
-        head = "off (no retention: rule set)"
+        text = "off (no rule set under retention:)"
     else:
-        head = ", ".join(f"{k}={v:g}" for k, v in r["policy"].items() if v is not None)
-    last = r.get("last")
-    if not last:
-        return head + "; no pass yet"
-    mb = last["bytes"] / 1024**2
-    text = (f"{head}; last pass {short_time(last['at'])}: removed {last['instances']} "
-            f"instance(s), {mb:.1f} MB, from {len(last['removed'])} course(s)")
-    if last.get("pressure"):
-        text += f" ({last['pressure']})"
+        text = ", ".join(f"{k}={v:g}" for k, v in r["policy"].items() if v is not None)
+    last, removal = r.get("last"), r.get("last_removal")
+    if last:
+        text += f"; last pass {short_time(last['at'])}"
+        if last.get("pressure"):
+            text += f" ({last['pressure']})"
+    if removal:
+        text += (f"; last removal {short_time(removal['at'])}: {removal['instances']} "
+                 f"instance(s), {removal['bytes'] / 1024**2:.1f} MB, from "
+                 f"{len(removal['removed'])} course(s)")
     return text

@@ -37,6 +37,7 @@ from rtnode.store.index import Index, utc_now
 log = logging.getLogger("rtnode.retention")
 
 LAST_KEY = "retention.last"
+LAST_REMOVAL_KEY = "retention.last_removal"
 GB = 1024**3
 
 
@@ -157,14 +158,16 @@ class Retention:
         return report
 
     def _remember(self, report: dict[str, Any]) -> None:
+        keys = [LAST_KEY] + ([LAST_REMOVAL_KEY] if report["removed"] else [])
         with self.index.transaction() as c:
-            c.execute("DELETE FROM node_state WHERE key=?", (LAST_KEY,))
-            c.execute("INSERT INTO node_state(key, value) VALUES (?, ?)",
-                      (LAST_KEY, json.dumps(report)))
+            for key in keys:
+                c.execute("DELETE FROM node_state WHERE key=?", (key,))
+                c.execute("INSERT INTO node_state(key, value) VALUES (?, ?)",
+                          (key, json.dumps(report)))
 
 
-def last_report(index: Index) -> dict[str, Any] | None:
-    rows = index.query("SELECT value FROM node_state WHERE key=?", (LAST_KEY,))
+def last_report(index: Index, key: str = LAST_KEY) -> dict[str, Any] | None:
+    rows = index.query("SELECT value FROM node_state WHERE key=?", (key,))
     return json.loads(rows[0][0]) if rows else None
 
 
@@ -174,8 +177,9 @@ def status(config, index: Index | None) -> dict[str, Any]:
     policy = {k: getattr(s, k) for k in ("received_after_days", "cohort_after_days",
                                          "free_below_gb", "max_stored_gb")}
     last = last_report(index) if index is not None else None
+    removal = last_report(index, LAST_REMOVAL_KEY) if index is not None else None
     return {"active": policy_active(s), "policy": policy, "interval_seconds":
-            s.interval_seconds, "last": last}
+            s.interval_seconds, "last": last, "last_removal": removal}
 
 
 class RetentionThread(threading.Thread):
