@@ -23,6 +23,7 @@ from rtnode import __version__
 from rtnode.config import Config
 from rtnode.courses.detector import Detector
 from rtnode.courses.rules import load_rules
+from rtnode.dicom.qrscp import QueryRetrieveSCP
 from rtnode.dicom.scp import StorageSCP
 from rtnode.node_info import HEARTBEAT_S, NodeInfo, pid_alive, read_node_info, write_node_info
 from rtnode.queue.hueys import QUEUES, make_huey
@@ -135,7 +136,7 @@ class Node:
                           self.config.workers.threads_per_worker)
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds)
-        scp = StorageSCP(self.config.dicom, archive)
+        scp = StorageSCP(self.config.dicom, archive, qr=QueryRetrieveSCP(self.config, archive))
         retention = RetentionThread(self.config, archive.index)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)

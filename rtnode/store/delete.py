@@ -117,11 +117,15 @@ class Deleter:
         return self.root / "courses" / str(course_id)
 
     def derived_of(self, course_id: int) -> list[str]:
-        """SOP Instance UIDs of the auto RTSTRUCTs filed for this course (one per revision
-        that wrote one), read from the outputs that hold them."""
+        """SOP Instance UIDs of the auto RTSTRUCTs filed for this course: derived instances
+        referencing its planning CT series, and those named by its output files."""
         import pydicom
 
-        uids = []
+        uids = [r[0] for r in self.index.query(
+            "SELECT i.sop_instance_uid FROM instances i JOIN instance_refs r"
+            " ON r.instance_fk = i.id JOIN courses c ON r.uid = c.anchor_series_uid"
+            " WHERE c.id = ? AND c.anchor_series_uid != '' AND i.origin = ?",
+            (course_id, DERIVED))]  # also those of reruns whose output file was replaced
         for path in sorted(self.course_folder(course_id).glob(f"r*/{AUTO_RTSTRUCT}")):
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True,
@@ -129,7 +133,7 @@ class Deleter:
                 uids.append(str(ds.SOPInstanceUID))
             except Exception:  # an unreadable output names nothing to delete
                 log.warning("cannot read %s; its archived copy (if any) stays", path)
-        return uids
+        return sorted(set(uids))
 
     def _courses_touching(self, patient_ids: Iterable[str], uids: set[str]) -> list[int]:
         found = []
