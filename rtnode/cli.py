@@ -564,6 +564,8 @@ def config_show(config: Optional[Path] = ConfigOption) -> None:
     cfg = get_config(config)
     data = cfg.model_dump(mode="json")
     data["storage"]["root"] = str(cfg.storage_root)
+    if data.get("export", {}).get("pseudonym_key"):
+        data["export"]["pseudonym_key"] = "(set, not shown)"
     sys.stdout.write(f"# source: {cfg.source or 'embedded defaults'}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
 

@@ -154,6 +154,17 @@ class RetentionConfig(Section):
     interval_seconds: float = Field(3600.0, gt=0, description="how often the policy runs")
 
 
+class ExportConfig(Section):
+    """``rtnode export``: pseudonymised cohort tables (rtnode/pseudonymise.py)."""
+
+    pseudonymise: bool = Field(False, description="pseudonymise every export by default")
+    pseudonym_key: str | None = Field(
+        None, min_length=16, description="secret HMAC key; same key = same pseudonyms")
+    mapping_file: Path | None = Field(
+        None, description="pseudonym -> original CSV (0600); relative to storage.root; "
+                          "null = pseudonyms/mapping.csv there")
+
+
 class LoggingConfig(Section):
     """Log level and an optional log file (relative paths resolve against storage.root)."""
 
@@ -190,6 +201,7 @@ class Config(Section):
         default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     _source: Path | None = PrivateAttr(None)
 
@@ -216,6 +228,12 @@ class Config(Section):
     def rules_dir(self) -> Path:
         d = self.courses.rules_dir.expanduser()
         return (d if d.is_absolute() else self.base_dir / d).resolve()
+
+    @property
+    def pseudonym_mapping(self) -> Path:
+        f = self.export.mapping_file or Path("pseudonyms") / "mapping.csv"
+        f = f.expanduser()
+        return f if f.is_absolute() else self.storage_root / f
 
     @property
     def log_file(self) -> Path | None:
