@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table  # noqa: F401  (kept for commands that build their own)
 
 from rtnode import __version__
 from rtnode.cliconfig import CONFIG_HELP, config_or_exit
@@ -52,13 +52,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    table = Table(title=f"{title} ({len(rows)})", show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
-    out.print(table)
+def print_table(rows: list[dict[str, Any]], columns: list[str], title: str,
+                wrap: tuple[str, ...] = ()) -> None:
+    from rtnode.clitable import make_table
+
+    out.print(make_table(rows, columns, title, wrap, width=out.width))
 
 
 @app.callback(invoke_without_command=True)
@@ -212,6 +210,7 @@ def node_status(cfg: Config) -> dict[str, Any]:
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
         "retention": retention,
+        "config": str(cfg.source) if cfg.source else None,
     }
 
 
@@ -226,6 +225,11 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
     state = (f"[green]up[/] (pid {n['pid']}, {n['ae_title']} on port {n['port']}, "
              f"since {n['started_at']})" if n["up"] else "[red]down[/]")
     out.print(f"node:          {state}")
+    if s.get("config") is None:
+        out.print("config:        none found (no --config, $RTNODE_CONFIG, ./config.yaml or "
+                  "/etc/rtnode/config.yaml): running on the embedded defaults", highlight=False)
+    else:
+        out.print(f"config:        {s['config']}", highlight=False)
     c = s["counts"]
     out.print(f"holds:         {c['patients']} patients, {c['studies']} studies, "
               f"{c['series']} series, {c['instances']} instances")
@@ -351,8 +355,10 @@ def courses(config: Optional[Path] = ConfigOption,
     if as_json:
         print_json(rows)
         return
+    from rtnode.clitable import stage_summary
+
     for r in rows:
-        r["stages_summary"] = " ".join(f"{x['stage']}:{x['state']}" for x in r["stages"])
+        r["stages_summary"] = stage_summary(r["stages"])
     print_table(rows, ["id", "patient_id", "revision", "state", "tag", "instance_count",
                        "complete", "stages_summary"], "courses")
 
@@ -371,11 +377,12 @@ def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode
         return
     out.print(f"course {data['id']}  patient {data['patient_id']}  revision {data['revision']}"
               f"  [bold]{data['state']}[/]  ({data['tag']}, rule {data['rule']})")
-    out.print(f"complete: {data['complete']}" + "".join(f"\n  missing: {m}"
-                                                         for m in data["missing"]))
-    out.print(f"outputs:  {data['output_dir']}")
-    print_table(data["stages"], ["stage", "queue", "state", "reason", "attempts", "started_at",
-                                 "finished_at"], "stages")
+    out.print(f"complete: {'yes' if data['complete'] else 'no'}"
+              + "".join(f"\n  missing: {m}" for m in data["missing"]), highlight=False)
+    # the folder on a line of its own, unbroken, so that it can be copied
+    out.print(f"outputs:\n{data['output_dir']}", highlight=False, soft_wrap=True)
+    print_table(data["stages"], ["stage", "part", "queue", "state", "reason", "attempts",
+                                 "finished_at"], "stages", wrap=("reason",))
     counts: dict[str, int] = {}
     for o in data["objects"]:
         counts[o["modality"]] = counts.get(o["modality"], 0) + 1
@@ -395,6 +402,9 @@ def requeue(
 ) -> None:
     """Run stages again: one course (all stages, one, or from one on), or every failed run."""
     cfg = get_config(config)
+    if stage and from_stage:
+        raise fail("--stage and --from-stage exclude each other: --stage X reruns X (and what "
+                   "it skipped), --from-stage Y reruns Y and every later stage")
     book = _book(cfg)
     if failed:
         if course_id is not None or stage or from_stage:
@@ -409,6 +419,7 @@ def requeue(
             " AND finished_at >= ?", (since or "",))
         n = sum(book.requeue(r[0], only_failed=True) for r in rows)
         out.print(f"requeued {n} failed stage run(s) in {len(rows)} course(s)")
+        _note_if_down(cfg)
         return
     if course_id is None:
         raise fail("give a course id, or --failed")
@@ -430,6 +441,18 @@ def requeue(
     n = book.requeue(course_id, selected)
     book.index.close()
     out.print(f"course {course_id}: {n} stage run(s) back to pending")
+    _note_if_down(cfg)
+
+
+def _note_if_down(cfg: Config) -> None:
+    """Changes to queues and runs are recorded in the index either way; say when nothing
+    will act on them until the node starts."""
+    from rtnode.node_info import node_is_up, read_node_info
+
+    if not node_is_up(read_node_info(cfg.storage_root)):
+        err.print(f"[yellow]note:[/] the node is not running (storage {cfg.storage_root}): "
+                  "nothing is dispatched until `rtnode serve` starts", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -495,10 +518,12 @@ def send_course_cli(
 def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
     if queue not in (None, "gpu", "cpu"):
         raise fail(f"queue must be gpu or cpu, not {queue!r}")
-    book = _book(get_config(config))
+    cfg = get_config(config)
+    book = _book(cfg)
     for q in ([queue] if queue else ["gpu", "cpu"]):
         book.set_paused(q, paused)
         out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
+    _note_if_down(cfg)
 
 
 @queue_app.command("pause")
@@ -539,12 +564,14 @@ def list_stages(config: Optional[Path] = ConfigOption, as_json: bool = JsonOptio
 def config_check(config: Optional[Path] = ConfigOption) -> None:
     """Validate a config file and the rules it points to; print every problem with its file,
     line and key."""
-    from rtnode.courses.rules import RulesError, load_rules
+    from rtnode.courses.rules import RulesError, check_references, load_rules
     from rtnode.stages.base import load_stages
 
     cfg = get_config(config)
     try:
         rules = load_rules(cfg.rules_dir, load_stages(cfg.stages.plugins))
+        if check_references(rules, cfg):
+            raise RulesError(check_references(rules, cfg))
     except RulesError as exc:
         for problem in exc.problems:
             err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
@@ -614,10 +641,14 @@ def demo(
         if to:
             peer = parse_peer(to)
         else:
+            from rtnode.node_info import node_is_up
+
             info = read_node_info(cfg.storage_root)
-            host = info.host if info else ("127.0.0.1" if cfg.dicom.bind == "0.0.0.0"
-                                           else cfg.dicom.bind)
-            peer = Peer(cfg.dicom.ae_title, host, info.port if info else cfg.dicom.port)
+            if info is None or not node_is_up(info):
+                raise fail(f"the node is not running (no live node.json under "
+                           f"{cfg.storage_root}): start it with `rtnode serve` (same --config), "
+                           f"or give --to AE@HOST:PORT")
+            peer = Peer(cfg.dicom.ae_title, info.host, info.port)
     except AddressError as exc:
         raise fail(str(exc)) from None
     with out.status(f"working with {peer}") as spinner:
@@ -656,6 +687,8 @@ def retrieve(
                                          "(e.g. 22:00-06:00); moves pause outside it."),
     resume: Optional[int] = typer.Option(None, "--resume", help="Finish job N (see "
                                          "rtnode retrievals)."),
+    everything: bool = typer.Option(False, "--all", help="No selector: everything the PACS "
+                                    "holds in --modalities (must be said explicitly)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per event."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
@@ -690,6 +723,9 @@ def retrieve(
             if not source:
                 raise fail("--from NAME is required (a remote from the config)")
             ids = list(patient_id or []) + (read_patients_file(patients) if patients else [])
+            if not (ids or study_date or study_uid or everything):
+                raise fail("no selector: give --patient-id, --patients, --study-date or "
+                           "--study-uid, or --all to retrieve everything the PACS holds")
             sel = Selectors(patient_ids=list(dict.fromkeys(ids)),
                             study_date=parse_study_date(study_date) if study_date else None,
                             study_uid=study_uid, modalities=parse_modalities(modalities))
@@ -747,6 +783,14 @@ def retrieve(
                               f"{len(todo)} series to move")
                     print_table(report, ["patient_id", "modality", "instances", "here",
                                          "action", "series_uid"], "found")
+            missing = [p for p in sel.patient_ids if p not in {f.patient_id for f in found}]
+            if missing and not as_json:
+                out.print(f"not found on {source} (no {','.join(sel.modalities)} series "
+                          f"matching): {len(missing)} patient(s): " + ", ".join(missing),
+                          highlight=False, soft_wrap=True)
+            elif missing:
+                for p in missing:
+                    emit({"event": "not_found", "patient_id": p})
             if dry_run:
                 return
             job = retriever.create_job(sel, found)
@@ -810,6 +854,11 @@ def import_files(
     out.print(f"{counts['received']} new, {counts['duplicate']} already here, "
               f"{counts['replaced']} replaced, {counts['rejected']} refused, "
               f"{counts['not_dicom']} not DICOM (skipped)")
+    from rtnode.cohorts.importer import skipped_folders
+
+    if not recursive and (skipped := skipped_folders(path)):
+        out.print(f"{skipped} subfolder(s) of {path} skipped: add --recursive (-r) to import "
+                  f"them too", highlight=False, soft_wrap=True)
     if counts["rejected"]:
         raise typer.Exit(1)
 

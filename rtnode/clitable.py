@@ -63,18 +63,40 @@ def cell(value: Any, column: str = "") -> str:
     return text
 
 
+#: columns that share the width left by the others (free text, lists)
+FLEXIBLE = {"patient_name", "series_description", "study_description", "description",
+            "modalities", "stages_summary", "reason", "writes", "needs", "after", "uses",
+            "action", "missing"}
+#: the most a fixed column claims
+FIXED_CAP = 20
+
+
 def make_table(rows: list[dict[str, Any]], columns: list[str], title: str,
-               wrap: Iterable[str] = ()) -> Table:
+               wrap: Iterable[str] = (), width: int = 80) -> Table:
+    """Fixed columns (ids, UIDs, counts, times) keep their natural width (up to FIXED_CAP);
+    free-text columns share what is left of ``width``; nothing is cut at the right edge."""
     wrap = set(wrap)
+    cells = [[cell(row.get(c), c) for c in columns] for row in rows]
+    headers = [HEADERS.get(c, c) for c in columns]
+    natural = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    flexible = [i for i, c in enumerate(columns) if c in FLEXIBLE or c in wrap]
+    widths = {i: min(natural[i], FIXED_CAP) for i in range(len(columns)) if i not in flexible}
+    # one space of padding and a one-space rule between columns, none at the edges
+    overhead = 2 * len(columns) - 2
+    budget = width - 1 - overhead - sum(widths.values())
+    for n, i in enumerate(sorted(flexible, key=lambda i: natural[i])):
+        share = max(6, budget // (len(flexible) - n))
+        widths[i] = min(natural[i], share)
+        budget -= widths[i]
     table = Table(title=f"{title} ({len(rows)})", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, 1))
-    for col in columns:
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for i, col in enumerate(columns):
         if col in wrap:
-            table.add_column(HEADERS.get(col, col), overflow="fold", ratio=1)
+            table.add_column(headers[i], overflow="fold", width=widths[i])
         else:
-            table.add_column(HEADERS.get(col, col), no_wrap=True, overflow="ellipsis")
-    for row in rows:
-        table.add_row(*[cell(row.get(c), c) for c in columns])
+            table.add_column(headers[i], no_wrap=True, overflow="ellipsis", width=widths[i])
+    for r in cells:
+        table.add_row(*r)
     return table
 
 

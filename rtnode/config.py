@@ -286,14 +286,62 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[KeyPath, tuple[
     return out
 
 
+def did_you_mean(word: str, known: list[str]) -> str:
+    """' (did you mean 'port'?)' for a misspelt key, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def known_keys(model: type, loc: tuple) -> list[str]:
+    """The keys a section model accepts at loc (dict-of-model levels such as destinations.NAME
+    are stepped over)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def inner(annotation):
+        for arg in typing.get_args(annotation) or ():
+            found = inner(arg)
+            if found is not None:
+                return found
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return None
+
+    current: type | None = model
+    dict_level = False
+    for part in loc:
+        if current is None:
+            return []
+        if dict_level:
+            dict_level = False
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        dict_level = typing.get_origin(ann) is dict
+        current = inner(ann)
+    return sorted(current.model_fields) if current is not None and not dict_level else []
+
+
+#: where a service install keeps its configuration (packaging/systemd, README)
+SYSTEM_CONFIG = Path("/etc/rtnode/config.yaml")
+
+
 def find_config(explicit: Path | None = None) -> Path | None:
-    """--config, else $RTNODE_CONFIG, else ./config.yaml, else None (embedded defaults)."""
+    """--config, else $RTNODE_CONFIG, else ./config.yaml, else /etc/rtnode/config.yaml, else
+    None (embedded defaults)."""
     if explicit is not None:
         return Path(explicit)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
     local = Path("config.yaml")
-    return local if local.is_file() else None
+    if local.is_file():
+        return local
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None,
@@ -322,9 +370,13 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None,
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            env = next((name for key, (name, _) in overrides.items() if loc[: len(key)] == key), None)
+            # the variable that set this key, or a whole section/key it lies in or holds
+            env = next((name for key, (name, _) in overrides.items()
+                        if loc[: len(key)] == key or key[: len(loc)] == loc), None)
             where = f"environment {env}" if env else source.where(loc)
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + did_you_mean(str(loc[-1]), known_keys(Config, loc[:-1]))
             problems.append(f"{where}: {_dotted(loc)}: {msg}")
         raise ConfigError(problems) from None
     config._source = path
