@@ -173,14 +173,16 @@ def node_status(cfg: Config) -> dict[str, Any]:
     info = read_node_info(root)
     up = node_is_up(info)
     index = _open_index(cfg)
-    counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0}
+    counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0, "derived": 0}
     events: dict[str, int] = {}
     last = None
     courses: dict[str, int] = {}
     queues: dict[str, dict[str, int]] = {}
     paused: set[str] = set()
     if index is not None:
-        counts, events, last = index.counts(), index.event_counts(), index.last_received()
+        from rtnode.store.derived import held_counts
+
+        counts, events, last = held_counts(index), index.event_counts(), index.last_received()
         book = CourseBook(index)
         courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
     retention = retention_status(cfg, index)
@@ -232,7 +234,8 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
         out.print(f"config:        {s['config']}", highlight=False)
     c = s["counts"]
     out.print(f"holds:         {c['patients']} patients, {c['studies']} studies, "
-              f"{c['series']} series, {c['instances']} instances")
+              f"{c['series']} series, {c['instances']} instances"
+              + (f" (+ {c['derived']} made by rtnode)" if c.get("derived") else ""))
     e = s["events"]
     out.print(f"events:        {e['received']} received, {e['duplicate']} duplicates, "
               f"{e['replaced']} replaced, {e['rejected']} rejected, "

@@ -78,6 +78,11 @@ def test_find_then_get_the_study_and_the_auto_rtstruct(processed, tmp_path):
     assert s.StudyInstanceUID == study and s.PatientName == "Test^QR1"
     assert {"CT", "RTSTRUCT", "RTPLAN", "RTDOSE"} <= set(s.ModalitiesInStudy)
     assert int(s.NumberOfStudyRelatedInstances) == 28  # 27 received + the auto RTSTRUCT
+    status = node.cli_json("status")  # status keeps what was received apart from outputs
+    assert status["counts"]["instances"] == 27 and status["counts"]["derived"] == 1
+    assert status["events"]["received"] == 27
+    [derived] = [i for i in node.cli_json("instances") if i["origin"] == "derived"]
+    assert derived["sop_instance_uid"] == auto.SOPInstanceUID
     # wildcard and date range match; another patient does not
     assert len(find(node, tmp_path / "f2", QueryRetrieveLevel="STUDY", PatientID="QR*",
                     StudyDate="20250101-20261231", StudyInstanceUID=None)) == 1

@@ -28,8 +28,27 @@ def file_derived(config, path: Path) -> StoreOutcome:
     try:
         outcome = archive.file_instance(meta, dataset, calling_ae=config.dicom.ae_title,
                                         called_ae=config.dicom.ae_title, origin=DERIVED)
+        if outcome.ok:
+            # an output is not something a peer sent: its event says so
+            with archive.index.transaction() as c:
+                c.execute("UPDATE events SET kind=? WHERE sop_instance_uid=? AND kind IN"
+                          " ('received', 'replaced')", (DERIVED, outcome.sop_instance_uid))
     finally:
         archive.close()
     if not outcome.ok:
         raise FilingFailed(f"the archive refused {Path(path).name}: {outcome.reason}")
     return outcome
+
+
+def held_counts(index) -> dict[str, int]:
+    """What the node holds as received: patients, studies, series and instances without
+    rtnode's own outputs (counted apart as ``derived``)."""
+    counts = index.counts()
+    derived = int(index.query("SELECT COUNT(*) FROM instances WHERE origin=?", (DERIVED,))[0][0])
+    if derived:
+        counts["instances"] -= derived
+        counts["series"] = int(index.query(
+            "SELECT COUNT(*) FROM series se WHERE EXISTS (SELECT 1 FROM instances i"
+            " WHERE i.series_fk = se.id AND i.origin != ?)", (DERIVED,))[0][0])
+    counts["derived"] = derived
+    return counts
