@@ -140,3 +140,17 @@ def test_a_caller_not_allowed_is_refused(processed, tmp_path):
         assert r.returncode != 0
         assert "Association Rejected" in r.stdout or "rejected" in r.stdout.lower(), r.stdout
     assert list(out.iterdir()) == []
+
+
+def test_deleting_the_course_removes_its_auto_rtstruct_from_what_is_offered(processed,
+                                                                           tmp_path):
+    node, study, auto = processed
+    [course] = node.courses()
+    plan = node.cli_json("delete", "course", str(course["id"]))
+    assert plan["instances"] == 28 and plan["modalities"]["RTSTRUCT"] == 2
+    r = node.cli("delete", "course", str(course["id"]), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert find(node, tmp_path / "after", QueryRetrieveLevel="STUDY",
+                StudyInstanceUID=study) == []
+    assert node.cli_json("status")["counts"] == {"patients": 0, "studies": 0, "series": 0,
+                                                 "instances": 0, "derived": 0}
