@@ -101,7 +101,9 @@ def test_deleting_a_series_removes_its_course_and_regroups_what_is_left(two_cour
     cs = node.wait_courses(lambda cs: any(c["patient_id"] == "DELA" and c["state"] == "done"
                                           for c in cs), timeout=120, what="regrouped DELA")
     again = next(c for c in cs if c["patient_id"] == "DELA")
-    assert again["id"] != a["id"] and again["instance_count"] == 26
+    assert again["instance_count"] == 26 and again["revision"] == 1
+    assert not any(o["modality"] == "RTDOSE" for o in node.cli_json(
+        "course", "show", str(again["id"]))["objects"])
 
 
 def test_unknown_selection_and_busy_course_are_refused(node_factory, tmp_path):

@@ -147,9 +147,9 @@ class Deleter:
     def _with_courses(self, what: str, instances: list[dict[str, Any]],
                       patient_ids: Iterable[str]) -> DeletionPlan:
         """The selected instances, plus every course that has one of them as a member: its
-        rows, outputs and auto RTSTRUCTs go (they describe data no longer held). The course's
-        other members stay, and are grouped into a course again (and run again) by the
-        detector, which is pointed back at their patient."""
+        revisions, stage runs, outputs and auto RTSTRUCTs go (they describe data no longer
+        held). The course's other members stay and are grouped into a course again (and run
+        again) by the course detector."""
         uids = {i["sop_instance_uid"] for i in instances}
         courses = self._courses_touching(patient_ids, uids)
         extra: list[str] = []
@@ -254,10 +254,16 @@ class Deleter:
                     m = _marks(len(chunk))
                     c.execute(f"DELETE FROM stage_runs WHERE course_fk IN ({m})", tuple(chunk))
                     c.execute(f"DELETE FROM revisions WHERE course_fk IN ({m})", tuple(chunk))
-                    c.execute(f"DELETE FROM courses WHERE id IN ({m})", tuple(chunk))
+                    if plan.regroup:
+                        # An empty shell in 'waiting': the course detector looks at its patient
+                        # again, groups what is left into a course (reusing the row when the
+                        # planning CT is still there) and drops the shell otherwise.
+                        c.execute("UPDATE courses SET state='waiting', members='[]',"
+                                  " verdict='{}', instance_count=0, cancelled=0, updated_at=?"
+                                  f" WHERE id IN ({m})", (utc_now(), *chunk))
+                    else:
+                        c.execute(f"DELETE FROM courses WHERE id IN ({m})", tuple(chunk))
             self._drop_empty_parents(c, series)
-            if not plan.keep_outputs:
-                self._regroup(c, plan.regroup)
             c.execute("INSERT INTO events(at, kind, calling_ae, detail) VALUES (?, ?, ?, ?)",
                       (utc_now(), "deleted", by, json.dumps(summary)))
         # This process's index remembers hierarchy rows it wrote; some may be gone now.
@@ -285,24 +291,6 @@ class Deleter:
                  ", ".join(map(str, plan.courses)) or "none",
                  " (outputs kept)" if plan.keep_outputs else "")
         return summary
-
-    @staticmethod
-    def _regroup(c, patient_ids: list[str]) -> None:
-        """Point the course detector back at the oldest remaining instance of these patients,
-        so what is left of a course that lost members becomes a course again."""
-        from rtnode.courses.detector import CURSOR_KEY
-
-        oldest = None
-        for pid in patient_ids:
-            row = c.execute(
-                "SELECT MIN(i.received_at) FROM instances i JOIN series se ON i.series_fk = se.id"
-                " JOIN studies st ON se.study_fk = st.id JOIN patients p ON st.patient_fk = p.id"
-                " WHERE p.patient_id = ?", (pid,)).fetchone()
-            if row and row[0] and (oldest is None or row[0] < oldest):
-                oldest = row[0]
-        if oldest is not None:
-            c.execute("UPDATE node_state SET value=? WHERE key=? AND value > ?",
-                      (oldest, CURSOR_KEY, oldest))
 
     @staticmethod
     def _drop_empty_parents(c, series_ids: list[int]) -> None:
