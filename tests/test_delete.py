@@ -128,3 +128,13 @@ def test_unknown_selection_and_busy_course_are_refused(node_factory, tmp_path):
                  ("patient", "NOBODY")):
         r = node.cli("delete", *args)
         assert r.returncode == 1 and "no " in r.stderr, r.stderr
+
+
+def test_deleting_a_patient_removes_every_row_of_it(two_courses):
+    node, courses, _ = two_courses
+    r = node.cli("delete", "patient", "DELB", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert rows(node, "SELECT COUNT(*) FROM courses WHERE patient_id='DELB'")[0][0] == 0
+    assert files_of(node, "DELB") == []
+    assert not (node.storage / "courses" / str(courses["DELB"]["id"])).exists()
+    assert [c["patient_id"] for c in node.courses()] == ["DELA"]

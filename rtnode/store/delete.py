@@ -209,6 +209,7 @@ class Deleter:
         if not rows and not courses:
             raise DeleteRefused(f"no patient {patient_id!r} (see rtnode studies)")
         plan = self._with_courses(f"patient {patient_id}", rows, [patient_id])
+        plan.regroup = []  # nothing of the patient is left to regroup: rows go entirely
         for c in courses:  # courses whose members are already gone (retention) go too
             if c not in plan.courses:
                 plan.courses.append(c)
