@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table  # noqa: F401  (kept for commands that build their own)
 
 from rtnode import __version__
 from rtnode.cliconfig import CONFIG_HELP, config_or_exit
@@ -55,13 +55,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    table = Table(title=f"{title} ({len(rows)})", show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
-    out.print(table)
+def print_table(rows: list[dict[str, Any]], columns: list[str], title: str,
+                wrap: tuple[str, ...] = ()) -> None:
+    from rtnode.clitable import make_table
+
+    out.print(make_table(rows, columns, title, wrap, width=out.width))
 
 
 @app.callback(invoke_without_command=True)
@@ -108,7 +106,7 @@ def serve(
             cfg.workers.cpu_workers = cpu_workers
     except ValidationError as exc:
         raise fail(f"bad command-line override: {exc.errors()[0]['msg']}") from None
-    setup_logging(cfg.logging.level, cfg.log_file)
+    setup_logging(cfg.logging.level, cfg.log_file, cfg.logging)
     try:
         code = Node(cfg).run()
     except RulesError as exc:
@@ -178,9 +176,15 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
     state = (f"[green]up[/] (pid {n['pid']}, {n['ae_title']} on port {n['port']}, "
              f"since {n['started_at']})" if n["up"] else "[red]down[/]")
     out.print(f"node:          {state}")
+    if s.get("config") is None:
+        out.print("config:        none found (no --config, $RTNODE_CONFIG, ./config.yaml or "
+                  "/etc/rtnode/config.yaml): running on the embedded defaults", highlight=False)
+    else:
+        out.print(f"config:        {s['config']}", highlight=False)
     c = s["counts"]
     out.print(f"holds:         {c['patients']} patients, {c['studies']} studies, "
-              f"{c['series']} series, {c['instances']} instances")
+              f"{c['series']} series, {c['instances']} instances"
+              + (f" (+ {c['derived']} made by rtnode)" if c.get("derived") else ""))
     e = s["events"]
     out.print(f"events:        {e['received']} received, {e['duplicate']} duplicates, "
               f"{e['replaced']} replaced, {e['rejected']} rejected, "
@@ -198,6 +202,9 @@ def status(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
     st = s["storage"]
     out.print(f"storage:       {st['root']} ({st['free_gb']} GB free, "
               f"refuses below {st['min_free_gb']} GB)")
+    from rtnode.clitable import retention_line
+
+    out.print(f"retention:     {retention_line(s['retention'])}", highlight=False)
 
 
 def _listing(kind: str, cfg: Config, as_json: bool, columns: list[str], **filters) -> None:
@@ -305,8 +312,10 @@ def courses(config: Optional[Path] = ConfigOption,
     if as_json:
         print_json(rows)
         return
+    from rtnode.clitable import stage_summary
+
     for r in rows:
-        r["stages_summary"] = " ".join(f"{x['stage']}:{x['state']}" for x in r["stages"])
+        r["stages_summary"] = stage_summary(r["stages"])
     print_table(rows, ["id", "patient_id", "revision", "state", "tag", "instance_count",
                        "complete", "stages_summary"], "courses")
 
@@ -325,13 +334,14 @@ def course_show(course_id: int = typer.Argument(..., help="Course id (see rtnode
         return
     out.print(f"course {data['id']}  patient {data['patient_id']}  revision {data['revision']}"
               f"  [bold]{data['state']}[/]  ({data['tag']}, rule {data['rule']})")
-    out.print(f"complete: {data['complete']}" + "".join(f"\n  missing: {m}"
-                                                         for m in data["missing"]))
-    out.print(f"outputs:  {data['output_dir']}")
+    out.print(f"complete: {'yes' if data['complete'] else 'no'}"
+              + "".join(f"\n  missing: {m}" for m in data["missing"]), highlight=False)
+    # the folder on a line of its own, unbroken, so that it can be copied
+    out.print(f"outputs:\n{data['output_dir']}", highlight=False, soft_wrap=True)
     if data.get("dose_plan"):
         out.print(f"dose:     {data['dose_plan']}", markup=False)
-    print_table(data["stages"], ["stage", "queue", "state", "reason", "attempts", "started_at",
-                                 "finished_at"], "stages")
+    print_table(data["stages"], ["stage", "part", "queue", "state", "reason", "attempts",
+                                 "finished_at"], "stages", wrap=("reason",))
     counts: dict[str, int] = {}
     for o in data["objects"]:
         counts[o["modality"]] = counts.get(o["modality"], 0) + 1
@@ -353,6 +363,9 @@ def requeue(
     from rtnode import views
 
     cfg = get_config(config)
+    if stage and from_stage:
+        raise fail("--stage and --from-stage exclude each other: --stage X reruns X (and what "
+                   "it skipped), --from-stage Y reruns Y and every later stage")
     book = _book(cfg)
     if failed:
         if course_id is not None or stage or from_stage:
@@ -362,6 +375,7 @@ def requeue(
         except ViewError as exc:
             raise fail(str(exc)) from None
         out.print(f"requeued {n} failed stage run(s) in {n_courses} course(s)")
+        _note_if_down(cfg)
         return
     if course_id is None:
         raise fail("give a course id, or --failed")
@@ -371,6 +385,18 @@ def requeue(
         raise fail(str(exc)) from None
     book.index.close()
     out.print(f"course {course_id}: {n} stage run(s) back to pending")
+    _note_if_down(cfg)
+
+
+def _note_if_down(cfg: Config) -> None:
+    """Changes to queues and runs are recorded in the index either way; say when nothing
+    will act on them until the node starts."""
+    from rtnode.node_info import node_is_up, read_node_info
+
+    if not node_is_up(read_node_info(cfg.storage_root)):
+        err.print(f"[yellow]note:[/] the node is not running (storage {cfg.storage_root}): "
+                  "nothing is dispatched until `rtnode serve` starts", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -412,9 +438,11 @@ def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> No
 
     if queue not in (None, "gpu", "cpu"):
         raise fail(f"queue must be gpu or cpu, not {queue!r}")
-    book = _book(get_config(config))
+    cfg = get_config(config)
+    book = _book(cfg)
     for q in views.set_paused(book, queue, paused):
         out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
+    _note_if_down(cfg)
 
 
 @queue_app.command("pause")
@@ -450,12 +478,14 @@ def list_stages(config: Optional[Path] = ConfigOption, as_json: bool = JsonOptio
 def config_check(config: Optional[Path] = ConfigOption) -> None:
     """Validate a config file and the rules it points to; print every problem with its file,
     line and key."""
-    from rtnode.courses.rules import RulesError, load_rules
+    from rtnode.courses.rules import RulesError, check_references, load_rules
     from rtnode.stages.base import load_stages
 
     cfg = get_config(config)
     try:
         rules = load_rules(cfg.rules_dir, load_stages(cfg.stages.plugins))
+        if check_references(rules, cfg):
+            raise RulesError(check_references(rules, cfg))
     except RulesError as exc:
         for problem in exc.problems:
             err.print(f"[bold red]rules error:[/] {problem}", highlight=False, soft_wrap=True)
@@ -475,6 +505,8 @@ def config_show(config: Optional[Path] = ConfigOption) -> None:
     cfg = get_config(config)
     data = cfg.model_dump(mode="json")
     data["storage"]["root"] = str(cfg.storage_root)
+    if data.get("export", {}).get("pseudonym_key"):
+        data["export"]["pseudonym_key"] = "(set, not shown)"
     sys.stdout.write(f"# source: {cfg.source or 'embedded defaults'}\n")
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
 
@@ -502,7 +534,7 @@ def worker(
         raise fail("rtnode worker needs a config file (--config or $RTNODE_CONFIG) so that "
                    "it finds the node's storage and queues")
     n = workers or (cfg.workers.cpu_budget() if queue == "cpu" else 1)
-    setup_logging(cfg.logging.level, cfg.log_file)
+    setup_logging(cfg.logging.level, cfg.log_file, cfg.logging)
     run_consumer(path.resolve(), queue, n)
 
 
@@ -534,10 +566,14 @@ def demo(
         if to:
             peer = parse_peer(to)
         else:
+            from rtnode.node_info import node_is_up
+
             info = read_node_info(cfg.storage_root)
-            host = info.host if info else ("127.0.0.1" if cfg.dicom.bind == "0.0.0.0"
-                                           else cfg.dicom.bind)
-            peer = Peer(cfg.dicom.ae_title, host, info.port if info else cfg.dicom.port)
+            if info is None or not node_is_up(info):
+                raise fail(f"the node is not running (no live node.json under "
+                           f"{cfg.storage_root}): start it with `rtnode serve` (same --config), "
+                           f"or give --to AE@HOST:PORT")
+            peer = Peer(cfg.dicom.ae_title, info.host, info.port)
     except AddressError as exc:
         raise fail(str(exc)) from None
     with out.status(f"working with {peer}") as spinner:
@@ -576,6 +612,8 @@ def retrieve(
                                          "(e.g. 22:00-06:00); moves pause outside it."),
     resume: Optional[int] = typer.Option(None, "--resume", help="Finish job N (see "
                                          "rtnode retrievals)."),
+    everything: bool = typer.Option(False, "--all", help="No selector: everything the PACS "
+                                    "holds in --modalities (must be said explicitly)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per event."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
@@ -610,6 +648,9 @@ def retrieve(
             if not source:
                 raise fail("--from NAME is required (a remote from the config)")
             ids = list(patient_id or []) + (read_patients_file(patients) if patients else [])
+            if not (ids or study_date or study_uid or everything):
+                raise fail("no selector: give --patient-id, --patients, --study-date or "
+                           "--study-uid, or --all to retrieve everything the PACS holds")
             sel = Selectors(patient_ids=list(dict.fromkeys(ids)),
                             study_date=parse_study_date(study_date) if study_date else None,
                             study_uid=study_uid, modalities=parse_modalities(modalities))
@@ -667,6 +708,14 @@ def retrieve(
                               f"{len(todo)} series to move")
                     print_table(report, ["patient_id", "modality", "instances", "here",
                                          "action", "series_uid"], "found")
+            missing = [p for p in sel.patient_ids if p not in {f.patient_id for f in found}]
+            if missing and not as_json:
+                out.print(f"not found on {source} (no {','.join(sel.modalities)} series "
+                          f"matching): {len(missing)} patient(s): " + ", ".join(missing),
+                          highlight=False, soft_wrap=True)
+            elif missing:
+                for p in missing:
+                    emit({"event": "not_found", "patient_id": p})
             if dry_run:
                 return
             job = retriever.create_job(sel, found)
@@ -730,6 +779,11 @@ def import_files(
     out.print(f"{counts['received']} new, {counts['duplicate']} already here, "
               f"{counts['replaced']} replaced, {counts['rejected']} refused, "
               f"{counts['not_dicom']} not DICOM (skipped)")
+    from rtnode.cohorts.importer import skipped_folders
+
+    if not recursive and (skipped := skipped_folders(path)):
+        out.print(f"{skipped} subfolder(s) of {path} skipped: add --recursive (-r) to import "
+                  f"them too", highlight=False, soft_wrap=True)
     if counts["rejected"]:
         raise typer.Exit(1)
 
@@ -737,6 +791,7 @@ def import_files(
 # -- engines usable without a running node ---------------------------------------------------
 
 from rtnode.clierrors import dicom_options, guard_commands  # noqa: E402
+from rtnode.deletecli import delete_app  # noqa: E402
 from rtnode.dvh.cli import dvh_command  # noqa: E402
 from rtnode.export import export_command  # noqa: E402
 from rtnode.qc.cli import qc_command  # noqa: E402
@@ -749,6 +804,7 @@ app.command("segment")(segment_command)
 app.command("radiomics")(dicom_options(("path",), rtstruct="RTSTRUCT")(radiomics_command))
 app.command("qc")(qc_command)
 app.command("export")(export_command)
+app.add_typer(delete_app, name="delete")
 guard_commands(app)  # last: every command's input errors end in one line, not a traceback
 
 

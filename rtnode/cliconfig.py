@@ -15,8 +15,8 @@ import typer
 
 from rtnode.config import Config, ConfigError, load_config
 
-CONFIG_HELP = ("Config file (default: $RTNODE_CONFIG, else ./config.yaml, else embedded "
-               "defaults).")
+CONFIG_HELP = ("Config file (default: $RTNODE_CONFIG, else ./config.yaml, else "
+               "/etc/rtnode/config.yaml, else embedded defaults).")
 
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP,
                                                     show_default=False)]

@@ -221,11 +221,47 @@ class HttpConfig(Section):
         return self.token is not None or self.username is not None
 
 
+class RetentionConfig(Section):
+    """What the node deletes by itself (rtnode/store/retention.py); every rule is off (null)
+    unless set. Courses not yet processed are never deleted."""
+
+    received_after_days: float | None = Field(
+        None, ge=0, description="received instances of done clinical courses go this many days "
+                                "after their last stage finished; outputs stay")
+    cohort_after_days: float | None = Field(
+        None, ge=0, description="finished cohort courses go entirely (instances and outputs)")
+    free_below_gb: float | None = Field(
+        None, ge=0, description="disk pressure: below this free space, oldest eligible first")
+    max_stored_gb: float | None = Field(
+        None, gt=0, description="disk pressure: above this much DICOM held, oldest first")
+    interval_seconds: float = Field(3600.0, gt=0, description="how often the policy runs")
+
+
+class ExportConfig(Section):
+    """``rtnode export``: pseudonymised cohort tables (rtnode/pseudonymise.py)."""
+
+    pseudonymise: bool = Field(False, description="pseudonymise every export by default")
+    pseudonym_key: str | None = Field(
+        None, min_length=16, description="secret HMAC key; same key = same pseudonyms")
+    mapping_file: Path | None = Field(
+        None, description="pseudonym -> original CSV (0600); relative to storage.root; "
+                          "null = pseudonyms/mapping.csv there")
+
+
 class LoggingConfig(Section):
     """Log level and an optional log file (relative paths resolve against storage.root)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: Path | None = None
+    format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line")
+    rotate: Literal["size", "external", "none"] = Field(
+        "size", description="size: rtnode rotates the file; external: logrotate moves it and "
+                            "rtnode reopens it; none: grows for ever")
+    max_mb: float = Field(50.0, gt=0, description="with rotate: size, rotate at this size")
+    backups: int = Field(5, ge=0, description="with rotate: size, rotated files kept")
+    quiet: list[str] = Field(default_factory=lambda: ["huey", "pykwalify"],
+                             description="loggers shown from WARNING up unless level is DEBUG")
 
 
 class Config(Section):
@@ -249,6 +285,8 @@ class Config(Section):
         default_factory=dict, description="PACS queried and retrieved from, by name")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     _source: Path | None = PrivateAttr(None)
 
@@ -282,6 +320,12 @@ class Config(Section):
             return None
         path = path.expanduser()
         return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def pseudonym_mapping(self) -> Path:
+        f = self.export.mapping_file or Path("pseudonyms") / "mapping.csv"
+        f = f.expanduser()
+        return f if f.is_absolute() else self.storage_root / f
 
     @property
     def log_file(self) -> Path | None:
@@ -334,14 +378,62 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[KeyPath, tuple[
     return out
 
 
+def did_you_mean(word: str, known: list[str]) -> str:
+    """' (did you mean 'port'?)' for a misspelt key, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def known_keys(model: type, loc: tuple) -> list[str]:
+    """The keys a section model accepts at loc (dict-of-model levels such as destinations.NAME
+    are stepped over)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def inner(annotation):
+        for arg in typing.get_args(annotation) or ():
+            found = inner(arg)
+            if found is not None:
+                return found
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return None
+
+    current: type | None = model
+    dict_level = False
+    for part in loc:
+        if current is None:
+            return []
+        if dict_level:
+            dict_level = False
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        dict_level = typing.get_origin(ann) is dict
+        current = inner(ann)
+    return sorted(current.model_fields) if current is not None and not dict_level else []
+
+
+#: where a service install keeps its configuration (packaging/systemd, README)
+SYSTEM_CONFIG = Path("/etc/rtnode/config.yaml")
+
+
 def find_config(explicit: Path | None = None) -> Path | None:
-    """--config, else $RTNODE_CONFIG, else ./config.yaml, else None (embedded defaults)."""
+    """--config, else $RTNODE_CONFIG, else ./config.yaml, else /etc/rtnode/config.yaml, else
+    None (embedded defaults)."""
     if explicit is not None:
         return Path(explicit)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
     local = Path("config.yaml")
-    return local if local.is_file() else None
+    if local.is_file():
+        return local
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None,
@@ -370,9 +462,13 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None,
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            env = next((name for key, (name, _) in overrides.items() if loc[: len(key)] == key), None)
+            # the variable that set this key, or a whole section/key it lies in or holds
+            env = next((name for key, (name, _) in overrides.items()
+                        if loc[: len(key)] == key or key[: len(loc)] == loc), None)
             where = f"environment {env}" if env else source.where(loc)
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + did_you_mean(str(loc[-1]), known_keys(Config, loc[:-1]))
             problems.append(f"{where}: {_dotted(loc)}: {msg}")
         raise ConfigError(problems) from None
     config._source = path

@@ -37,6 +37,7 @@ class CourseRef:
     created_at: str
     folder: Path  # storage/courses/<id>
     ids: dict[str, Any]
+    members_json: tuple[str, ...] = ()  # the course's and revision's members (pseudonymising)
 
     def find(self, name: str) -> Path | None:
         """The newest revision folder holding ``name`` (outputs may be reused from older ones)."""
@@ -84,7 +85,8 @@ def find_courses(storage_root: Path, courses: list[int] | None = None,
             continue
         members = json.loads(rev["members"] or "[]")
         ref = CourseRef(row["id"], row["patient_id"], rev["revision"], rev["created_at"],
-                        storage_root / "courses" / str(row["id"]), {})
+                        storage_root / "courses" / str(row["id"]), {},
+                        (rev["members"], row["members"]))
         ref.ids = {"course_id": ref.course_id, "patient_id": ref.patient_id,
                    "revision": ref.revision, **plan_ids(members)}
         out.append(ref)
@@ -129,13 +131,16 @@ def course_tables(ref: CourseRef) -> dict[str, Any]:
 
 
 def build_tables(refs: list[CourseRef],
-                 progress: Callable[[CourseRef], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[CourseRef], None] | None = None,
+                 transform: Callable[[CourseRef, Any], Any] | None = None) -> dict[str, Any]:
+    """Every table across courses; ``transform`` (e.g. pseudonymising) sees each course's
+    frames before they are joined."""
     import pandas as pd
 
     parts: dict[str, list] = {t: [] for t in TABLES}
     for ref in refs:
         for table, frame in course_tables(ref).items():
-            parts[table].append(frame)
+            parts[table].append(transform(ref, frame) if transform else frame)
         if progress is not None:
             progress(ref)
     return {t: (pd.concat(p, ignore_index=True) if p else pd.DataFrame()) for t, p in
@@ -177,6 +182,13 @@ def export_command(
     since: Annotated[Optional[str], typer.Option(
         "--since", help="Only courses whose latest revision was made on or after this date "
                         "(YYYY-MM-DD).")] = None,
+    pseudonymise: Annotated[Optional[bool], typer.Option(
+        "--pseudonymise/--no-pseudonymise",
+        help="Replace PatientIDs, names, dates and UIDs with stable keyed pseudonyms "
+             "(default: export.pseudonymise).", show_default=False)] = None,
+    mapping: Annotated[Optional[Path], typer.Option(
+        "--mapping", help="Pseudonym -> original CSV, written 0600 (default: "
+                          "export.mapping_file).")] = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Cohort tables across courses: DVH metrics, radiomics and QC summary."""
@@ -196,10 +208,42 @@ def export_command(
     except ExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    transform = None
+    pseudo = None
+    if config.export.pseudonymise if pseudonymise is None else pseudonymise:
+        from rtnode.pseudonymise import PseudonymError, Pseudonymiser
+
+        try:
+            pseudo = Pseudonymiser(config.export.pseudonym_key)
+        except PseudonymError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        transform = _pseudonymising(pseudo, config.storage_root)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), transient=True) as bar:
         task = bar.add_task("exporting courses", total=len(refs))
-        tables = build_tables(refs, progress=lambda ref: bar.advance(task))
+        tables = build_tables(refs, progress=lambda ref: bar.advance(task), transform=transform)
     paths = write_tables(tables, out)
     counts = ", ".join(f"{name} {len(frame)} row(s)" for name, frame in tables.items())
     typer.echo(f"{len(refs)} course(s): {counts} -> {', '.join(map(str, paths))}")
+    if pseudo is not None:
+        where = pseudo.write_mapping(mapping or config.pseudonym_mapping)
+        typer.echo(f"pseudonymised; the way back is in {where} (mode 0600: keep it apart from "
+                   f"the export)")
+
+
+def _pseudonymising(pseudo, storage_root: Path) -> Callable[[CourseRef, Any], Any]:
+    """Per course: its identifiers (from the index) replaced in each of its frames."""
+    from rtnode.pseudonymise import course_identity
+    from rtnode.store.index import Index
+
+    index = Index(storage_root / "index.sqlite", durable=False)
+    cache: dict[int, dict[str, str]] = {}
+
+    def apply(ref: CourseRef, frame):
+        if ref.course_id not in cache:
+            identity = course_identity(index, ref.course_id, ref.patient_id, ref.members_json)
+            cache[ref.course_id] = pseudo.replacements(identity)
+        return pseudo.frame(frame, cache[ref.course_id])
+
+    return apply

@@ -25,6 +25,7 @@ from rtnode import __version__
 from rtnode.config import Config
 from rtnode.courses.detector import Detector
 from rtnode.courses.rules import load_rules
+from rtnode.dicom.qrscp import QueryRetrieveSCP
 from rtnode.dicom.scp import StorageSCP
 from rtnode.node_info import HEARTBEAT_S, NodeInfo, pid_alive, read_node_info, write_node_info
 from rtnode.queue.hueys import QUEUES, make_huey
@@ -34,6 +35,7 @@ from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
 from rtnode.store.index import utc_now
 from rtnode.store.files import FileStore
+from rtnode.store.retention import RetentionThread
 from rtnode.store.schema import SCHEMA_VERSION
 from rtnode.web.server import start_web
 from rtnode.store.verify import verify
@@ -206,7 +208,9 @@ class Node:
                           self.config.workers.threads_per_worker)
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds)
-        scp = StorageSCP(self.config.dicom, archive, self.config.base_dir)
+        scp = StorageSCP(self.config.dicom, archive, self.config.base_dir,
+                         qr=QueryRetrieveSCP(self.config, archive))
+        retention = RetentionThread(self.config, archive.index)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:  # first: a port already in use stops us before any worker is spawned
@@ -224,6 +228,7 @@ class Node:
             raise
         pool.start()
         pipeline.start()
+        retention.start()
         self._log_start(archive, scp.port, capacity)
         log.info("rules: %d from %s", len(rules.rules), self.config.rules_dir)
         threading.Thread(target=startup_verify, args=(archive,), name="rtnode-verify",
@@ -244,6 +249,7 @@ class Node:
             if web is not None:
                 web.stop()
             pipeline.stop()
+            retention.stop()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)
             try:

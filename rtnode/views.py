@@ -90,6 +90,7 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
     ``index``: an open index to read (the web server keeps one); default opens and closes one."""
     from rtnode.courses.book import CourseBook
     from rtnode.node_info import node_is_up, pid_alive, read_node_info
+    from rtnode.store.retention import status as retention_status
 
     root = cfg.storage_root
     info = read_node_info(root)
@@ -97,7 +98,7 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
     own = index is None
     if own:
         index = open_index(cfg)
-    counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0}
+    counts = {"patients": 0, "studies": 0, "series": 0, "instances": 0, "derived": 0}
     events: dict[str, int] = {}
     last = None
     courses: dict[str, int] = {}
@@ -105,12 +106,15 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
     paused: set[str] = set()
     registry: list[dict[str, Any]] = []
     if index is not None:
-        counts, events, last = index.counts(), index.event_counts(), index.last_received()
+        from rtnode.store.derived import held_counts
+
+        counts, events, last = held_counts(index), index.event_counts(), index.last_received()
         book = CourseBook(index)
         courses, queues, paused = book.course_counts(), book.queue_depths(), book.paused()
         registry = registered_workers(cfg, index)
-        if own:
-            index.close()
+    retention = retention_status(cfg, index)
+    if index is not None and own:
+        index.close()
     workers = [{**w, "alive": up and bool(w.get("pid")) and pid_alive(w["pid"])}
                for w in (info.workers if info else [])]
     probe = root if root.exists() else root.parent
@@ -135,6 +139,8 @@ def node_status(cfg: Config, index=None) -> dict[str, Any]:
         "registry": registry,
         "storage": {"root": str(root), "free_gb": None if free_gb is None else round(free_gb, 2),
                     "min_free_gb": cfg.storage.min_free_gb},
+        "retention": retention,
+        "config": str(cfg.source) if cfg.source else None,
     }
 
 

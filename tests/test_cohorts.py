@@ -57,7 +57,7 @@ def series_in_index(node) -> dict[str, int]:
 
 def test_dry_run_lists_what_the_pacs_holds_and_moves_nothing(pacs_and_node):
     orthanc, node, made = pacs_and_node()
-    r = node.cli("retrieve", "--from", "PACS", "--dry-run", "--json")
+    r = node.cli("retrieve", "--from", "PACS", "--all", "--dry-run", "--json")
     assert r.returncode == 0, r.stderr
     found = [json.loads(line) for line in r.stdout.splitlines()]
     assert {f["patient_id"] for f in found} == {"COH1", "COH2"}
@@ -107,7 +107,7 @@ def test_retrieve_by_patient_list_moves_exactly_the_rt_series_at_cohort_priority
 
 def test_killed_retrieval_resumes_without_moving_a_series_twice(pacs_and_node):
     orthanc, node, made = pacs_and_node(max_parallel_moves=1)
-    proc = subprocess.Popen([*RTNODE, "retrieve", "--from", "PACS", "--json", "--config",
+    proc = subprocess.Popen([*RTNODE, "retrieve", "--from", "PACS", "--all", "--json", "--config",
                              str(node.config)], stdout=subprocess.PIPE, text=True,
                             env=node.env)
     done_before = []
@@ -138,7 +138,7 @@ def test_killed_retrieval_resumes_without_moving_a_series_twice(pacs_and_node):
 
 def test_parallel_moves_never_exceed_the_remote_limit(pacs_and_node):
     orthanc, node, made = pacs_and_node(max_parallel_moves=2)
-    r = node.cli("retrieve", "--from", "PACS")
+    r = node.cli("retrieve", "--from", "PACS", "--all")
     assert r.returncode == 0, r.stdout + r.stderr
     db = sqlite3.connect(node.storage / "index.sqlite")
     spans = [(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b))
@@ -159,7 +159,7 @@ def test_pacs_down_unknown_remote_bad_files_and_no_matches_are_one_line_errors(
     assert r.returncode == 2
     assert "cannot reach PACS (ORTHANC@127.0.0.1:" in " ".join(r.stderr.split())
     assert node.cli_json("retrievals") == []
-    r = node.cli("retrieve", "--from", "NOPE")
+    r = node.cli("retrieve", "--from", "NOPE", "--all")
     assert r.returncode == 2 and "unknown remote 'NOPE'" in r.stderr
     bad = tmp_path / "ids.csv"
     bad.write_text("Name,Age\nSmith,40\n")

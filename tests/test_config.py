@@ -40,7 +40,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path):
     f.write_text("dicom:\n  ae_title: RTNODE\n  prot: 104\nstorage:\n  root: data\n")
     with pytest.raises(ConfigError) as exc:
         load_config(f, environ={})
-    assert exc.value.problems == [f"{f.resolve()}:3: dicom.prot: unknown key"]
+    assert exc.value.problems == [f"{f.resolve()}:3: dicom.prot: unknown key (did you mean 'port'?)"]
 
 
 def test_bad_values_are_all_reported_with_lines(tmp_path):
@@ -74,7 +74,8 @@ def test_environment_overrides_and_their_errors(tmp_path):
     assert cfg.storage.fsync is False
     with pytest.raises(ConfigError) as exc:
         load_config(f, environ={"RTNODE_DICOM__PORTT": "1"})
-    assert exc.value.problems == ["environment RTNODE_DICOM__PORTT: dicom.portt: unknown key"]
+    assert exc.value.problems == ["environment RTNODE_DICOM__PORTT: dicom.portt: unknown key "
+                                  "(did you mean 'port'?)"]
 
 
 def test_relative_storage_root_resolves_against_the_config_folder(tmp_path, monkeypatch):

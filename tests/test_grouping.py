@@ -160,7 +160,8 @@ def test_rules_errors_name_file_line_and_key(tmp_path):
         load_rules(tmp_path, ["manifest", "dvh"])
     problems = exc.value.problems
     assert problems[0].startswith(f"{f}:3: rules[0].stages: unknown stage 'segmentt'")
-    assert problems[1] == f"{f}:5: rules[1].match.modalitys: unknown key"
+    assert problems[1] == (f"{f}:5: rules[1].match.modalitys: unknown key "
+                           "(did you mean 'modalities'?)")
     assert problems[2] == f"{f}:6: rule name 'one' already used at {f}:2"
     assert problems[3].startswith(f"{f}:9: rules[3].match.series_description:")
     assert "not a valid regular expression" in problems[3]

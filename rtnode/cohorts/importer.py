@@ -25,6 +25,12 @@ def dicom_candidates(root: Path, recursive: bool) -> Iterator[Path]:
             yield path
 
 
+def skipped_folders(root: Path) -> int:
+    """Subfolders a non-recursive import of root did not look into."""
+    root = Path(root)
+    return sum(1 for p in root.iterdir() if p.is_dir()) if root.is_dir() else 0
+
+
 def import_path(archive: Archive, root: Path, *, recursive: bool = False,
                 cohort: bool = False,
                 progress: Callable[[Path, str], None] | None = None) -> Counter:

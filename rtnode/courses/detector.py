@@ -79,7 +79,8 @@ class Detector:
             " st.study_uid, st.description AS study_description FROM instances i"
             " JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id"
             " JOIN patients p ON st.patient_fk = p.id"
-            f" WHERE p.patient_id = ? AND i.modality IN ({marks})",
+            f" WHERE p.patient_id = ? AND i.modality IN ({marks})"
+            " AND i.origin != 'derived'",  # rtnode's own outputs are never course inputs
             (patient_id, *COURSE_MODALITIES))]
         rt_ids = [r["id"] for r in rows if r["modality"] != "CT"]
         refs: dict[int, list[tuple[str, str]]] = {}

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from rtnode.config import did_you_mean, known_keys
 from rtnode.section import Section
 from rtnode.yamlsource import YamlError, load_yaml
 
@@ -158,7 +159,10 @@ def load_rules(folder: Path, known_stages: Iterable[str]) -> RuleSet:
             except ValidationError as exc:
                 for err in exc.errors():
                     loc = ("rules", i, *err["loc"])
-                    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                    msg = err["msg"]
+                    if err["type"] == "extra_forbidden":
+                        msg = "unknown key" + did_you_mean(
+                            str(err["loc"][-1]), known_keys(Rule, tuple(err["loc"][:-1])))
                     problems.append(f"{src.where(loc)}: rules[{i}]."
                                     f"{'.'.join(map(str, err['loc']))}: {msg}")
                 continue
@@ -166,7 +170,8 @@ def load_rules(folder: Path, known_stages: Iterable[str]) -> RuleSet:
             for j, stage in enumerate(rule.stages):
                 if stage not in known:
                     problems.append(f"{src.where(('rules', i, 'stages', j))}: rules[{i}].stages: "
-                                    f"unknown stage {stage!r} (known: {', '.join(sorted(known))})")
+                                    f"unknown stage {stage!r}{did_you_mean(stage, sorted(known))}"
+                                    f" (known: {', '.join(sorted(known))})")
             if rule.name in names:
                 problems.append(f"{where}: rule name {rule.name!r} already used at "
                                 f"{names[rule.name]}")
@@ -176,3 +181,33 @@ def load_rules(folder: Path, known_stages: Iterable[str]) -> RuleSet:
     if problems:
         raise RulesError(problems)
     return RuleSet(tuple(rules), tuple(sources))
+
+
+def check_references(rules: RuleSet, config) -> list[str]:
+    """What a rule names that this configuration does not have: a destination missing from
+    ``destinations:``, a model spec that names no backend (with the nearest known name)."""
+    from rtnode.segmentation.registry import BACKENDS, ModelSpecError, parse_spec
+
+    problems = []
+    configured = sorted(config.destinations)
+    for rule, where in zip(rules.rules, rules.sources):
+        for name in rule.destinations:
+            if name not in config.destinations:
+                origin = config.source or "the embedded defaults"
+                problems.append(
+                    f"{where}: rule {rule.name!r}: destinations: unknown destination {name!r}"
+                    f"{did_you_mean(name, configured)} (configured in {origin}: "
+                    f"{', '.join(configured) or 'none'})")
+        for spec in rule.models:
+            try:
+                parse_spec(spec)
+            except ModelSpecError as exc:
+                backend, _, target = spec.partition(":")
+                backend = backend.strip().lower()
+                if backend == "builtin":
+                    hint = did_you_mean(f"builtin:{target.strip()}", ["builtin:body"])
+                else:
+                    hint = "" if backend in BACKENDS else did_you_mean(backend, list(BACKENDS))
+                problems.append(f"{where}: rule {rule.name!r}: models: unknown model {spec!r}"
+                                f"{hint}: {exc}")
+    return problems

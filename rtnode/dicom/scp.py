@@ -45,10 +45,12 @@ def _store_status(status: int, reason: str) -> Dataset:
 class StorageSCP:
     """One listening socket; ``start`` returns at once, ``stop`` drains in-flight associations."""
 
-    def __init__(self, dicom: DicomConfig, archive: Archive, base_dir: Path | None = None):
+    def __init__(self, dicom: DicomConfig, archive: Archive, base_dir: Path | None = None,
+                 qr: Any = None):
         self.config = dicom
         self.archive = archive
         self.base_dir = base_dir or Path.cwd()
+        self.qr = qr  # dicom/qrscp.QueryRetrieveSCP: C-FIND/C-MOVE/C-GET over what we hold
         self.ae = self._build_ae()
         self._server: Any = None
         self.stored = 0
@@ -83,6 +85,8 @@ class StorageSCP:
         ae.require_calling_aet = list(c.allowed_callers)
         # A peer that addresses another AE title is talking to the wrong node: reject it.
         ae.require_called_aet = True
+        if self.qr is not None:
+            self.qr.add_contexts(ae)
         return ae
 
     # -- event handlers ------------------------------------------------------------------------
@@ -171,6 +175,7 @@ class StorageSCP:
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
+            *(self.qr.handlers() if self.qr is not None else []),
         ]
 
     # -- lifecycle -----------------------------------------------------------------------------

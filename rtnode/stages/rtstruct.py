@@ -25,6 +25,10 @@ def write_course_rtstruct(ctx: StageContext) -> None:
     ct = [pydicom.dcmread(ctx.path(m)) for m in ctx.of("CT")]
     rs = rtstruct_from_segmentations(label_maps, ct, ctx.config.segmentation)
     save_rtstruct(rs, ctx.out_dir / RTSTRUCT_AUTO)
+    # also an instance of the course's study, so that Query/Retrieve offers it
+    from rtnode.store.derived import file_derived
+
+    file_derived(ctx.config, ctx.out_dir / RTSTRUCT_AUTO)
 
 
 STAGE = register(Stage(
