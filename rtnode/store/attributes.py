@@ -31,6 +31,8 @@ INSTANCE_ATTRS = (
     "DoseSummationType", "DoseType", "DoseUnits", "RTPlanLabel", "RTPlanName", "RTPlanDate",
     "ApprovalStatus", "StructureSetLabel", "StructureSetDate", "ContentDate", "ContentTime",
     "Manufacturer", "StationName", "ManufacturerModelName",
+    # announced series sizes: a course with fewer slices is "possibly incomplete"
+    "ImagesInAcquisition", "NumberOfSlices",
 )
 
 #: top-level keywords instance_record reads (everything else stays unconverted)
