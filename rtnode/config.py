@@ -98,9 +98,13 @@ class StorageConfig(Section):
 class WorkersConfig(Section):
     """The one worker budget shared by every cpu stage."""
 
-    reserved_cores: int = Field(1, ge=0, description="cores left for the listener and the OS")
+    reserved_cores: int = Field(0, ge=0, description="cores left for the listener and the OS")
     cpu_workers: int | None = Field(None, ge=1, description="cpu worker processes; null = cores - reserved")
     threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr threads per worker")
+    nice: int = Field(10, ge=0, le=19,
+                      description="worker processes run this much nicer than the listener")
+    parts_per_worker: int = Field(
+        2, ge=1, description="a fanned-out stage makes about this many parts per cpu worker")
 
     def cpu_budget(self, cores: int | None = None) -> int:
         cores = cores or os.cpu_count() or 1
@@ -114,7 +118,8 @@ class CoursesConfig(Section):
     max_wait_seconds: float = Field(
         600.0, ge=0, description="quiet this long and still incomplete: run with what is there")
     rules_dir: Path = Field(Path("rules"), description="YAML rules; relative to the config folder")
-    poll_seconds: float = Field(1.0, gt=0, description="how often courses and queues are checked")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="fallback: how often courses and queues are checked anyway")
     aging_seconds: float = Field(
         1800.0, gt=0, description="a waiting stage gains one priority band per this many seconds")
 

@@ -55,6 +55,40 @@ def cap_threads(threads: int, environ: dict | None = None) -> dict:
     return env
 
 
+def lower_priority(increment: int) -> int:
+    """Run this consumer (and every worker it forks) ``increment`` steps nicer than the node.
+
+    The budget gives the workers every core; the listener and the pipeline thread stay at the
+    node's own priority, so a C-STORE or a hand-over still gets a core at once while workers
+    take whatever is left (docs/ARCHITECTURE.md, "One worker budget")."""
+    if increment <= 0:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        return os.nice(increment)
+    except OSError as exc:
+        log.warning("cannot lower the worker priority by %d: %s", increment, exc)
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def notify_node_on_finish(huey, storage_root: Path) -> None:
+    """Tell the node's pipeline thread each time a task ends, whatever its outcome, so the next
+    run is dispatched at once instead of at the next poll (``queue/wake.py``)."""
+    from huey import signals as S
+
+    from rtnode.queue.wake import WakeSender
+
+    senders: dict[int, WakeSender] = {}  # one socket per worker process
+
+    @huey.signal(S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_CANCELED, S.SIGNAL_EXPIRED,
+                 S.SIGNAL_REVOKED, S.SIGNAL_INTERRUPTED)
+    def _finished(signal, task, *args, **kwargs) -> None:
+        pid = os.getpid()
+        if pid not in senders:
+            senders.clear()
+            senders[pid] = WakeSender(storage_root)
+        senders[pid].notify()
+
+
 def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     """Run one queue's consumer in this process until SIGINT (graceful) or SIGTERM."""
     from rtnode.config import load_config
@@ -63,6 +97,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
 
     die_with_parent()
     config = load_config(config_path)
+    lower_priority(config.workers.nice)
     cap_threads(config.workers.threads_per_worker)
     os.environ["RTNODE_CONFIG"] = str(Path(config_path).resolve())
     load_stages(config.stages.plugins)
@@ -70,11 +105,13 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     # every process Huey forks (workers and its scheduler) dies with this consumer
     os.register_at_fork(after_in_child=die_with_parent)
     huey.on_startup()(allow_child_processes)
+    notify_node_on_finish(huey, config.storage_root)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
                                     initial_delay=0.05, backoff=1.2, max_delay=0.5,
                                     check_worker_health=True, health_check_interval=2)
-    log.info("%s queue: %d process worker(s), %d thread(s) each, backend %s", queue, workers,
-             config.workers.threads_per_worker, config.queue.backend)
+    log.info("%s queue: %d process worker(s), %d thread(s) each, nice +%d, backend %s", queue,
+             workers, config.workers.threads_per_worker, os.getpriority(os.PRIO_PROCESS, 0),
+             config.queue.backend)
     consumer.run()
 
 
