@@ -107,8 +107,16 @@ class WorkersConfig(Section):
         2, ge=1, description="a fanned-out stage makes about this many parts per cpu worker")
 
     def cpu_budget(self, cores: int | None = None) -> int:
-        cores = cores or os.cpu_count() or 1
+        cores = cores or usable_cores()
         return self.cpu_workers or max(1, cores - self.reserved_cores)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroup cpusets), not all the host has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class CoursesConfig(Section):

@@ -21,7 +21,7 @@ import pydicom
 import yaml
 
 from rtnode import __version__
-from rtnode.config import Config
+from rtnode.config import Config, usable_cores
 from rtnode.courses.detector import Detector
 from rtnode.courses.rules import load_rules
 from rtnode.dicom.scp import StorageSCP
@@ -139,7 +139,7 @@ class Node:
     def _log_start(self, archive: Archive, port: int, capacity: dict[str, int],
                    wake_ok: bool = True) -> None:
         c = self.config
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         log.info("rtnode %s starting (pid %d)", __version__, os.getpid())
         log.info("config: %s", c.source or "embedded defaults")
         log.info("DICOM: AE %s on %s:%d, max PDU %s, max associations %d, allowed callers: %s",
