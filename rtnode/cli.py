@@ -401,6 +401,7 @@ def requeue(
             "SELECT DISTINCT course_fk FROM stage_runs WHERE state='failed'"
             " AND finished_at >= ?", (since or "",))
         n = sum(book.requeue(r[0], only_failed=True) for r in rows)
+        _wake_node(cfg)
         out.print(f"requeued {n} failed stage run(s) in {len(rows)} course(s)")
         return
     if course_id is None:
@@ -422,6 +423,7 @@ def requeue(
         selected = None
     n = book.requeue(course_id, selected)
     book.index.close()
+    _wake_node(cfg)
     out.print(f"course {course_id}: {n} stage run(s) back to pending")
 
 
@@ -485,13 +487,24 @@ def send_course_cli(
         book.set_state(course_id, "running")  # the scheduler settles it to done/failed
 
 
+def _wake_node(cfg) -> None:
+    """Tell a running node that runs became pending, so it dispatches them now rather than at
+    its next fallback poll (best effort: nothing happens when no node listens)."""
+    from rtnode.queue.wake import WakeSender
+
+    WakeSender(cfg.storage_root).notify()
+
+
 def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
     if queue not in (None, "gpu", "cpu"):
         raise fail(f"queue must be gpu or cpu, not {queue!r}")
-    book = _book(get_config(config))
+    cfg = get_config(config)
+    book = _book(cfg)
     for q in ([queue] if queue else ["gpu", "cpu"]):
         book.set_paused(q, paused)
         out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
+    if not paused:
+        _wake_node(cfg)
 
 
 @queue_app.command("pause")
