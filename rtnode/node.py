@@ -110,9 +110,9 @@ class Pipeline(threading.Thread):
                 log.exception("pipeline tick failed; retrying")
             if full:
                 last_full = now
-            news = self._wait(now, last_full, count != seen)
+            news = self._wait(last_full, count != seen)
 
-    def _wait(self, now: float, last_full: float, arrivals_pending: bool) -> set[str]:
+    def _wait(self, last_full: float, arrivals_pending: bool) -> set[str]:
         timeout = max(0.0, self.every - (time.monotonic() - last_full))
         due = self.detector.seconds_to_next_due()
         if due is not None:

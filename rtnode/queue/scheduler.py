@@ -1,15 +1,16 @@
 """Deciding which pending stage run goes to a worker next.
 
 Runs wait as 'pending' in the index, not in Huey: a queue gets at most one task more than it has
-running per worker, so a free worker takes the next task without a round trip through this
-thread, and whatever becomes more important meanwhile is at most one task behind. Order:
-priority band (clinical 1, cohort 0, plus one band per ``courses.aging_seconds`` waited, so nothing
-starves), then a fair share per calling AE (the sender with the fewest runs on the workers goes
-next), then smaller courses first, then first come. Each worker gets one run queued ahead, and
-the node's pipeline thread calls ``tick`` as soon as a worker reports a finished run. A run is ready when the stages it comes
-after are done (or reused) and the stages it merely uses have finished; when a stage it needs
-failed or was skipped, it is skipped with that reason.
-Runs whose worker died go back to pending; a run far past its timeout has its worker killed.
+running per worker (``QUEUE_AHEAD``), so a worker that finishes takes its next task without a
+round trip through the node, and whatever became more important meanwhile is at most one task
+behind. The node's pipeline thread calls ``tick`` as soon as a worker reports a finished run
+(``queue/wake.py``). Order: priority band (clinical 1, cohort 0, plus one band per
+``courses.aging_seconds`` waited, so nothing starves), then a fair share per calling AE (the
+sender with the fewest runs on the workers goes next: ``fair_share``), then smaller courses
+first, then first come. A run is ready when the stages it comes after are done (or reused) and
+the stages it merely uses have finished; when a stage it needs failed or was skipped, it is
+skipped with that reason. Runs whose worker died go back to pending; a run far past its timeout
+has its worker killed.
 """
 
 from __future__ import annotations

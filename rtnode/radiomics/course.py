@@ -68,9 +68,10 @@ class CourseImage:
         contour points without rasterising anything."""
         areas: dict[str, dict[str, float]] = {}
         for source, sets in self.structure_sets.items():
+            wanted = {split_part(p)[1] for p in parts if split_part(p)[0] == source}
             merged: dict[str, float] = {}
             for rtstruct in sets:
-                for name, area in contour_areas(rtstruct).items():
+                for name, area in contour_areas(rtstruct, wanted - set(merged)).items():
                     merged.setdefault(name, area)
             areas[source] = merged
         return {p: areas.get(split_part(p)[0], {}).get(split_part(p)[1], 0.0) for p in parts}
@@ -87,25 +88,42 @@ def split_part(part: str) -> tuple[str, str]:
     return source, roi
 
 
-def contour_areas(rtstruct: Dataset) -> dict[str, float]:
-    """ROI name -> summed area (mm²) of its planar contours (Newell's formula, any plane)."""
-    names = {int(i.ROINumber): str(getattr(i, "ROIName", "") or f"ROI{i.ROINumber}")
-             for i in getattr(rtstruct, "StructureSetROISequence", None) or []}
-    out = {name: 0.0 for name in names.values()}
+def contour_areas(rtstruct: Dataset, names: set[str] | None = None) -> dict[str, float]:
+    """ROI name -> summed area (mm²) of its planar contours (Newell's formula, any plane), for
+    the ROIs in ``names`` (all when None). Contour points are parsed from the raw element bytes:
+    pydicom's per-number DS objects would make this cost more than the split it serves."""
+    rois = {int(i.ROINumber): str(getattr(i, "ROIName", "") or f"ROI{i.ROINumber}")
+            for i in getattr(rtstruct, "StructureSetROISequence", None) or []}
+    out: dict[str, float] = {}
     for item in getattr(rtstruct, "ROIContourSequence", None) or []:
-        name = names.get(int(getattr(item, "ReferencedROINumber", -1)))
-        if name is None:
+        name = rois.get(int(getattr(item, "ReferencedROINumber", -1)))
+        if name is None or (names is not None and name not in names):
             continue
         total = 0.0
         for contour in getattr(item, "ContourSequence", None) or []:
-            points = np.asarray(getattr(contour, "ContourData", None) or [], float)
-            if points.size < 9 or points.size % 3:
-                continue
-            xyz = points.reshape(-1, 3)
-            total += 0.5 * float(np.linalg.norm(np.cross(xyz, np.roll(xyz, -1, axis=0))
-                                                .sum(axis=0)))
+            xyz = _contour_points(contour)
+            if xyz is not None:
+                total += 0.5 * float(np.linalg.norm(np.cross(xyz, np.roll(xyz, -1, axis=0))
+                                                    .sum(axis=0)))
         out[name] = total
     return out
+
+
+def _contour_points(contour: Dataset) -> np.ndarray | None:
+    if "ContourData" not in contour:
+        return None
+    raw = contour.get_item("ContourData")
+    value = getattr(raw, "value", None)
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            points = np.array(bytes(value).split(b"\\"), dtype=float)
+        else:
+            points = np.asarray(contour.ContourData, dtype=float)
+    except ValueError:
+        return None
+    if points.size < 9 or points.size % 3:
+        return None
+    return points.reshape(-1, 3)
 
 
 def group_rois(sizes: dict[str, float], n_parts: int) -> list[list[str]]:
