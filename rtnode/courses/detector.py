@@ -1,7 +1,7 @@
 """Turning arrivals into ready course revisions, incrementally.
 
-Each tick regroups only the patients that received something since the last tick (their
-instances' newest arrival time or count changed in a recent window of the index). For each it
+Each tick regroups only the patients that received something since the last tick (instance
+rows added or replaced since then). For each it
 regroups the instances into courses, judges completeness, picks the rule, and when a course is
 quiet and complete — or quiet past max-wait — snapshots its members as a new revision with
 planned stage runs. Courses still waiting are not regrouped on every tick: what this process last
@@ -33,9 +33,9 @@ log = logging.getLogger("rtnode.courses")
 
 CURSOR_KEY = "detector.cursor"
 TAG_BAND = {"clinical": 1, "cohort": 0}
-#: instances are looked for this far behind the cursor: an instance's arrival time is taken
-#: before its transaction waits for the index's write lock (at most the 60 s busy timeout), so
-#: one can commit after a later one was already seen
+#: after a restart, instances are looked for this far behind the stored cursor: an instance's
+#: arrival time is taken before its transaction waits for the index's write lock (at most the
+#: 60 s busy timeout), so one can commit after a later one was already seen
 LATE_COMMIT_S = 65.0
 #: course states whose timing the detector keeps watching
 WATCHED = ("receiving", "waiting")
@@ -88,7 +88,7 @@ class Detector:
         self.book = CourseBook(index)
         self.rules = rules
         self.registry = registry
-        self._window: dict[str, tuple[str, int]] = {}  # patient -> (newest arrival, count)
+        self._max_id: int | None = None  # the highest instance row id looked at
         self._seen: dict[str, dict[str, Seen]] = {}  # patient -> course key -> last decision
         self._due: dict[tuple[str, str], dt.datetime] = {}  # watched courses' next deadline
         self._revision_digest: dict[int, tuple[int, str]] = {}  # course -> (revision, digest)
@@ -106,21 +106,32 @@ class Detector:
 
     def _patients_to_check(self) -> tuple[set[str], set[str], str, str]:
         """(patients that received something, patients with watched courses, newest arrival,
-        the cursor as stored)."""
+        the cursor as stored).
+
+        New rows are found by row id (in SQLite assigned in commit order, since writers are
+        serialised, so an instance whose arrival time was taken before it waited for the write
+        lock is still found; an index whose ids are not in commit order, such as a PostgreSQL
+        sequence, needs the look-back on arrival time instead) and replaced ones by
+        an arrival time after the cursor; the first tick of a process looks back
+        ``LATE_COMMIT_S`` behind the stored cursor instead and takes every patient it finds."""
         cursor = self._cursor()
-        since = cursor
-        if cursor:
-            since = (_parse(cursor) - dt.timedelta(seconds=LATE_COMMIT_S)).isoformat(
-                timespec="milliseconds")
-        rows = self.index.query(
-            "SELECT p.patient_id, MAX(i.received_at), COUNT(*) FROM instances i"
-            " JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id"
-            " JOIN patients p ON st.patient_fk = p.id WHERE i.received_at >= ?"
-            " GROUP BY p.patient_id", (since,))
-        window = {r[0]: (r[1], r[2]) for r in rows}
-        touched = {p for p, seen in window.items() if self._window.get(p) != seen}
-        self._window = window
-        newest = max((v[0] for v in window.values()), default=cursor)
+        top = self.index.query("SELECT MAX(id) FROM instances")[0][0] or 0
+        sql = ("SELECT p.patient_id, MAX(i.received_at), MAX(i.id) FROM instances i"
+               " JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id"
+               " JOIN patients p ON st.patient_fk = p.id WHERE {} GROUP BY p.patient_id")
+        if self._max_id is None:
+            since = cursor
+            if cursor:
+                since = (_parse(cursor) - dt.timedelta(seconds=LATE_COMMIT_S)).isoformat(
+                    timespec="milliseconds")
+            rows = self.index.query(sql.format("i.received_at >= ?"), (since,))
+            touched = {r[0] for r in rows}
+        else:
+            rows = self.index.query(sql.format("i.id > ? OR i.received_at >= ?"),
+                                    (self._max_id, cursor))
+            touched = {r[0] for r in rows if r[2] > self._max_id or r[1] > cursor}
+        self._max_id = max(top, max((r[2] for r in rows), default=0))
+        newest = max((r[1] for r in rows), default=cursor)
         watched = {r[0] for r in self.index.query(
             "SELECT DISTINCT patient_id FROM courses WHERE state IN (?,?)", WATCHED)}
         return touched, watched, max(newest, cursor), cursor
