@@ -107,6 +107,34 @@ def course_gaps(runs: list[dict]) -> list[float]:
     return gaps
 
 
+def gaps_with_a_free_worker(runs: list[dict], workers: int) -> list[float]:
+    """For each idle gap within a course: how much of it passed while fewer than ``workers``
+    tasks (of any course) ran — time the course waited although a worker was free, which is
+    what dispatch latency costs (a course waiting for busy workers is not idle machine)."""
+    events = sorted([(ts(r["started_at"]), 1) for r in runs] +
+                    [(ts(r["finished_at"]), -1) for r in runs])
+    free: list[tuple[float, float]] = []  # intervals with a free worker
+    running, since = 0, None
+    for t, step in events:
+        if running < workers and since is not None and t > since:
+            free.append((since, t))
+        running += step
+        since = t
+    out = []
+    by_course: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        by_course.setdefault(r["course_fk"], []).append((ts(r["started_at"]),
+                                                         ts(r["finished_at"])))
+    for spans in by_course.values():
+        spans.sort()
+        end = spans[0][1]
+        for start, finish in spans[1:]:
+            if start > end:
+                out.append(sum(max(0.0, min(b, start) - max(a, end)) for a, b in free))
+            end = max(end, finish)
+    return out
+
+
 def worker_gaps(runs: list[dict]) -> list[float]:
     gaps = []
     by_pid: dict[int, list[tuple[float, float]]] = {}
@@ -262,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     from rtnode.config import Config
 
     defaults = Config()
-    cores = os.cpu_count() or 1
+    from rtnode.config import usable_cores
+
+    cores = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dirs = [tmp / "courses" / f"c{i:03d}" for i in range(args.courses)]
@@ -271,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "node").mkdir()
         node_s, node_cpu, node_runs, from_sent = node(files, tmp / "node", args.courses)
     bad = [r for r in node_runs if r["state"] == "failed"]
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {cores} cores (a machine "
+          "shared with other work gives both sides less than the full cores)")
     print(f"{args.courses} courses x {args.rois} ROIs (+BODY), default rule, {cores} cores; node "
           f"at defaults: {defaults.workers.cpu_budget()} cpu workers at nice "
           f"+{defaults.workers.nice}, {defaults.workers.parts_per_worker} parts per worker, "
@@ -285,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     workers = len({r["worker_pid"] for r in node_runs})
     print(f"  node worker utilisation : {100 * busy / (node_s * max(workers, 1)):6.0f} %   "
           f"({len(node_runs)} tasks on {workers} worker processes)")
-    print(f"  idle gaps within a course (node)      : {describe(course_gaps(node_runs))}"
-          "  (goal: median < 0.1 s)")
+    print(f"  CPU seconds node / sequential         : {node_cpu / seq_cpu:5.2f}  (the node's "
+          "overhead for the same work: listener, pipeline, hand-overs, parts)")
+    print(f"  idle gaps within a course (node)      : {describe(course_gaps(node_runs))}")
+    print(f"    of which a worker was free          : "
+          f"{describe(gaps_with_a_free_worker(node_runs, workers))}  (goal: median < 0.1 s)")
     print(f"  hand-over gaps of each worker (node)  : {describe(worker_gaps(node_runs))}")
     print(f"  idle gaps within a course (sequential): {describe(course_gaps(seq_runs))}")
     print("  seconds inside each stage, summed over courses (sequential | node):")
