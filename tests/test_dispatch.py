@@ -194,3 +194,34 @@ def test_the_detector_regroups_only_touched_patients_and_rewrites_nothing_unchan
     assert sorted(set(det.regrouped)) == ["PA", "PB"] and len(created) >= 2
     assert det.seconds_to_next_due(later) is None  # nothing left waiting
     archive.close()
+
+
+# -- queue-ahead -----------------------------------------------------------------------------
+
+def test_each_worker_gets_exactly_one_run_queued_ahead(tmp_path):
+    """Four ready runs, one cpu worker: two go to Huey (one to run, one waiting behind it),
+    however often the scheduler ticks; the rest wait as pending in the index."""
+    from rtnode.queue.hueys import make_huey
+    from rtnode.queue.scheduler import Scheduler
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "r.yaml").write_text("rules:\n  - {name: four, stages: [manifest, dvh, "
+                                      "radiomics, robustness]}\n")
+    config = Config.model_validate({"storage": {"root": str(tmp_path / "storage")},
+                                    "courses": {"quiet_seconds": 0.0,
+                                                "rules_dir": str(rules_dir)}})
+    registry = load_stages([])
+    archive = Archive.from_config(config)
+    files = write_course(tmp_path / "a", Patient(patient_id="AHEAD"))
+    assert import_path(archive, files["CT"][0].parent)["received"] > 0
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    assert Detector(config, archive.index, load_rules(rules_dir, registry), registry).tick(later)
+    huey = make_huey(config, "cpu")
+    scheduler = Scheduler(config, archive.index, {"cpu": huey}, {"cpu": 1})
+    assert scheduler.tick() == 2
+    assert scheduler.tick() == 0 and scheduler.tick() == 0
+    states = [r[0] for r in archive.index.query("SELECT state FROM stage_runs ORDER BY id")]
+    assert states.count("queued") == 2 and states.count("pending") == 2
+    assert huey.pending_count() == 2
+    archive.close()
