@@ -28,7 +28,7 @@ from rtnode.dicom.scp import StorageSCP
 from rtnode.node_info import HEARTBEAT_S, NodeInfo, pid_alive, read_node_info, write_node_info
 from rtnode.queue.hueys import QUEUES, make_huey
 from rtnode.queue.scheduler import Scheduler
-from rtnode.queue.wake import ARRIVAL, WakeListener
+from rtnode.queue.wake import ARRIVAL, RedisWake, WakeListener
 from rtnode.queue.worker import WorkerPool
 from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
@@ -184,6 +184,11 @@ class Node:
         pool = WorkerPool(write_effective_config(self.config), capacity["cpu"], devices,
                           self.config.workers.threads_per_worker)
         wake = WakeListener(root)  # before the workers start, so that none of their news is lost
+        wake_stop = threading.Event()
+        if self.config.queue.backend == "redis":  # workers on other hosts publish there
+            redis_wake = RedisWake(self.config.queue.redis_url, self.config.queue.name)
+            threading.Thread(target=redis_wake.forward, args=(wake, wake_stop),
+                             name="rtnode-wake-redis", daemon=True).start()
         scp = StorageSCP(self.config.dicom, archive)
         pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
                             self.config.courses.poll_seconds, wake, lambda: scp.stored)
@@ -208,6 +213,7 @@ class Node:
         finally:
             drained = scp.stop(DRAIN_SECONDS)
             pipeline.stop()
+            wake_stop.set()
             wake.close()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)

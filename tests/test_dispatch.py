@@ -225,3 +225,39 @@ def test_each_worker_gets_exactly_one_run_queued_ahead(tmp_path):
     assert states.count("queued") == 2 and states.count("pending") == 2
     assert huey.pending_count() == 2
     archive.close()
+
+
+def test_workers_on_other_hosts_wake_the_node_through_redis(tmp_path):
+    """queue.backend redis: a worker publishes on the queue's Redis, the node's forwarding
+    thread turns it into a wake-up (a real redis-server on a free loopback port)."""
+    import subprocess
+    import threading
+
+    from peers import free_port, require
+    from rtnode.queue.wake import RedisWake
+
+    port = free_port()
+    redis = subprocess.Popen([require("redis-server"), "--port", str(port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    listener = WakeListener(tmp_path / "storage")
+    stop = threading.Event()
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        node_side = RedisWake(url, "rtnode")
+        forward = threading.Thread(target=node_side.forward, args=(listener, stop), daemon=True)
+        forward.start()
+        worker_side = RedisWake(url, "rtnode")
+        news: set[str] = set()
+        for _ in range(60):  # until the subscription is in place
+            worker_side.notify(RUN_FINISHED)
+            news = listener.wait(0.5)
+            if news:
+                break
+        assert news == {RUN_FINISHED}
+        assert RedisWake(f"redis://127.0.0.1:{free_port()}/0", "rtnode").notify() is False
+    finally:
+        stop.set()
+        listener.close()
+        redis.terminate()
+        redis.wait(10)

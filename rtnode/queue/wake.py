@@ -10,9 +10,10 @@ requeued from the command line.
 The channel is a Linux abstract-namespace unix datagram socket named after the storage root:
 no file to clean up after a kill -9, no path-length limit, one name per node. Sending never
 blocks and never fails a task: a node that is not listening (stopped, restarting) simply misses
-the wake-up and its fallback poll finds the work. Other transports (PostgreSQL LISTEN/NOTIFY,
-Redis pub/sub for remote workers) plug in as another ``WakeSender`` and a thread that forwards
-what it hears with ``WakeListener.notify``.
+the wake-up and its fallback poll finds the work. With ``queue.backend: redis`` workers (on any
+host) publish on the queue's Redis instead (``RedisWake``) and a node thread forwards what it
+hears to the listener; another transport (PostgreSQL LISTEN/NOTIFY with a PostgreSQL index)
+plugs in the same way: a sender with ``notify`` and a thread calling ``WakeListener.notify``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class WakeListener:
         os.set_blocking(self._local_r, False)
         os.set_blocking(self._local_w, False)
         self._last_wake = 0.0
+        self._closed = False
         if self.address is not None:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -98,6 +100,8 @@ class WakeListener:
 
     def notify(self, kind: str = RUN_FINISHED) -> None:
         """Wake the waiting thread from inside this process (or from a forwarding thread)."""
+        if self._closed:
+            return
         try:
             os.write(self._local_w, kind.encode("ascii")[:16] + b"\n")
         except OSError:  # the pipe is full: a wake-up is already pending
@@ -140,6 +144,7 @@ class WakeListener:
         return {k if k in KINDS else RUN_FINISHED for k in news}
 
     def close(self) -> None:
+        self._closed = True
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -148,3 +153,39 @@ class WakeListener:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class RedisWake:
+    """The same news over Redis pub/sub, for ``queue.backend: redis``: workers on other hosts
+    share the queue's Redis but not this host's sockets. Workers publish; the node runs
+    ``forward`` in a thread that hands what it hears to its ``WakeListener``."""
+
+    def __init__(self, url: str, name: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.channel = f"{name}-wake"
+
+    def notify(self, kind: str = RUN_FINISHED) -> bool:
+        try:
+            self.client.publish(self.channel, kind.encode("ascii"))
+            return True
+        except Exception:  # Redis down: the fallback poll covers it, the task is not failed
+            return False
+
+    def forward(self, listener: WakeListener, stop) -> None:
+        """Until ``stop`` (a threading.Event) is set: every message becomes a wake-up."""
+        while not stop.is_set():
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                while not stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        data = message.get("data")
+                        kind = data.decode("ascii", "replace") if isinstance(data, bytes) \
+                            else RUN_FINISHED
+                        listener.notify(kind if kind in KINDS else RUN_FINISHED)
+            except Exception as exc:  # Redis restarting: try again shortly
+                log.warning("wake-ups over Redis interrupted (%s); retrying", exc)
+                stop.wait(2.0)

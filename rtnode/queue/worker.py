@@ -70,14 +70,21 @@ def lower_priority(increment: int) -> int:
         return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-def notify_node_on_finish(huey, storage_root: Path) -> None:
+def notify_node_on_finish(huey, config) -> None:
     """Tell the node's pipeline thread each time a task ends, whatever its outcome, so the next
-    run is dispatched at once instead of at the next poll (``queue/wake.py``)."""
+    run is dispatched at once instead of at the next poll (``queue/wake.py``): through this
+    host's wake socket, or through Redis pub/sub when the queues are on Redis (workers on other
+    hosts)."""
     from huey import signals as S
 
-    from rtnode.queue.wake import WakeSender
+    from rtnode.queue.wake import RedisWake, WakeSender
 
-    senders: dict[int, WakeSender] = {}  # one socket per worker process
+    senders: dict[int, object] = {}  # one sender per worker process (opened after the fork)
+
+    def sender():
+        if config.queue.backend == "redis":
+            return RedisWake(config.queue.redis_url, config.queue.name)
+        return WakeSender(config.storage_root)
 
     @huey.signal(S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_CANCELED, S.SIGNAL_EXPIRED,
                  S.SIGNAL_REVOKED, S.SIGNAL_INTERRUPTED)
@@ -85,7 +92,7 @@ def notify_node_on_finish(huey, storage_root: Path) -> None:
         pid = os.getpid()
         if pid not in senders:
             senders.clear()
-            senders[pid] = WakeSender(storage_root)
+            senders[pid] = sender()
         senders[pid].notify()
 
 
@@ -105,7 +112,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     # every process Huey forks (workers and its scheduler) dies with this consumer
     os.register_at_fork(after_in_child=die_with_parent)
     huey.on_startup()(allow_child_processes)
-    notify_node_on_finish(huey, config.storage_root)
+    notify_node_on_finish(huey, config)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
                                     initial_delay=0.05, backoff=1.2, max_delay=0.5,
                                     check_worker_health=True, health_check_interval=2)
