@@ -77,9 +77,8 @@ class Pipeline(threading.Thread):
     detector ticks when instances arrived (the listener's in-memory counter, looked at every
     ``ARRIVAL_CHECK_S`` and acted on at most every ``ARRIVAL_TICK_S``) and when the earliest
     quiet period or max-wait of a waiting course runs out. Both also run every
-    ``courses.poll_seconds`` as a fallback for news nobody sends (workers on other hosts, a
-    consumer that died, runs requeued from the command line). A failing tick is logged, not
-    fatal."""
+    ``courses.poll_seconds`` as a fallback for news nobody sends (a consumer that died, a row
+    changed by another program). A failing tick is logged, not fatal."""
 
     def __init__(self, detector: Detector, scheduler: Scheduler, every: float,
                  wake: WakeListener | None = None, arrivals: Callable[[], int] | None = None):
