@@ -20,6 +20,8 @@ log = logging.getLogger("rtnode.workers")
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS")
+#: the longest an idle worker waits before looking at its queue again
+IDLE_POLL_S = 0.1
 #: seconds a consumer gets to finish its running tasks after SIGINT before it is killed
 STOP_GRACE_S = 20.0
 
@@ -113,8 +115,10 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     os.register_at_fork(after_in_child=die_with_parent)
     huey.on_startup()(allow_child_processes)
     notify_node_on_finish(huey, config)
+    # an idle worker looks at its queue at least every IDLE_POLL_S: a run dispatched to an idle
+    # pool starts within that (a busy worker finds its queued-ahead run at once)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
-                                    initial_delay=0.05, backoff=1.2, max_delay=0.5,
+                                    initial_delay=0.02, backoff=1.5, max_delay=IDLE_POLL_S,
                                     check_worker_health=True, health_check_interval=2)
     log.info("%s queue: %d process worker(s), %d thread(s) each, nice +%d, backend %s", queue,
              workers, config.workers.threads_per_worker, os.getpriority(os.PRIO_PROCESS, 0),
