@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rois", type=int, default=20)
     ap.add_argument("--workers", default="1,default",
                     help="comma-separated worker counts; 'default' = the node's own budget")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="run the node's workers and the sequential side at this nice instead "
+                         "of workers.nice (on a machine shared with other work)")
     ap.add_argument("--sequential-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sequential_child:
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     defaults = Config().workers
+    nice = defaults.nice if args.nice is None else args.nice
+    if args.nice is not None:
+        os.environ["RTNODE_WORKERS__NICE"] = str(args.nice)
     runs_wanted = [None if w == "default" else int(w) for w in args.workers.split(",")]
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         files = course(args.rois).write(tmp / "course")
         r = subprocess.run([sys.executable, __file__, "--sequential-child", str(tmp / "course")],
                            check=True, capture_output=True, text=True,
-                           preexec_fn=lambda: os.nice(defaults.nice))
+                           preexec_fn=lambda: os.nice(nice))
         seq = json.loads(r.stdout.strip().splitlines()[-1])
         for i, workers in enumerate(runs_wanted):
             (tmp / f"node{i}").mkdir()
@@ -139,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     sequential, done = seq["seconds"], seq["done"]
     print(f"{args.rois} ROIs, {os.cpu_count()} cores, node defaults: "
           f"{defaults.cpu_budget()} cpu workers, {defaults.parts_per_worker} parts per worker, "
-          f"fallback poll {Config().courses.poll_seconds:g} s (not overridden)")
+          f"fallback poll {Config().courses.poll_seconds:g} s (not overridden); workers and "
+          f"sequential side at nice +{nice}; load average {os.getloadavg()[0]:.1f}")
     print(f"  one process, ROI after ROI       : {sequential:7.2f} s  ({done} ROIs extracted)")
     for workers, (fanned, runs, extract_s) in results.items():
         parts = [r for r in runs if r["part"]]

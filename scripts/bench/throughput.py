@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--courses", type=int, default=4)
     ap.add_argument("--rois", type=int, default=30)
+    ap.add_argument("--nice", type=int, default=None,
+                    help="run the node's workers and the sequential side at this nice instead "
+                         "of workers.nice (on a machine shared with other work)")
     ap.add_argument("--sequential-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sequential_child:
@@ -297,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         dirs = [tmp / "courses" / f"c{i:03d}" for i in range(args.courses)]
         files = [build_course(i, args.rois, d) for i, d in enumerate(dirs)]
-        seq_s, seq_cpu, seq_runs = sequential(dirs, tmp / "sequential", defaults.workers.nice)
+        nice = defaults.workers.nice if args.nice is None else args.nice
+        if args.nice is not None:
+            os.environ["RTNODE_WORKERS__NICE"] = str(args.nice)
+        seq_s, seq_cpu, seq_runs = sequential(dirs, tmp / "sequential", nice)
         (tmp / "node").mkdir()
         node_s, node_cpu, node_runs, from_sent = node(files, tmp / "node", args.courses)
     bad = [r for r in node_runs if r["state"] == "failed"]
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
           "shared with other work gives both sides less than the full cores)")
     print(f"{args.courses} courses x {args.rois} ROIs (+BODY), default rule, {cores} cores; node "
           f"at defaults: {defaults.workers.cpu_budget()} cpu workers at nice "
-          f"+{defaults.workers.nice}, {defaults.workers.parts_per_worker} parts per worker, "
+          f"+{nice}, {defaults.workers.parts_per_worker} parts per worker, "
           f"fallback poll {defaults.courses.poll_seconds:g} s")
     print(f"  sequential, one process : {seq_s:7.1f} s   CPU {seq_cpu:6.1f} s = "
           f"{100 * seq_cpu / (seq_s * cores):4.0f} % of {cores} cores")
