@@ -57,7 +57,7 @@ def write_ct(folder: Path, patient: str, slices: int) -> list[Path]:
 
 
 def receive_seconds(work: Path, nice: int, busy: bool, ct: list[Path], tiny: list[list[Path]],
-                    burn: float) -> float:
+                    burn: float, workers: int | None = None) -> float:
     port = free_port()
     (work / "rules").mkdir(parents=True)
     (work / "rules" / "r.yaml").write_text(
@@ -69,7 +69,8 @@ def receive_seconds(work: Path, nice: int, busy: bool, ct: list[Path], tiny: lis
         "dicom": {"bind": "127.0.0.1", "port": port},
         "storage": {"root": "storage", "min_free_gb": 0.0},
         "courses": {"quiet_seconds": 0.5, "rules_dir": str(work / "rules")},
-        "workers": {"nice": nice}, "stages": {"plugins": ["benchburn"]}}))
+        "workers": {"nice": nice, **({"cpu_workers": workers} if workers else {})},
+        "stages": {"plugins": ["benchburn"]}}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work), os.environ.get(
         "PYTHONPATH", "")]), "BENCH_BURN_SECONDS": str(burn), "TCP_NODELAY": "1"}
     log = open(work / "serve.log", "wb")
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         idle = receive_seconds(tmp / "idle", nice, False, ct, tiny, args.burn)
         busy0 = receive_seconds(tmp / "nice0", 0, True, ct, tiny, args.burn)
         busyn = receive_seconds(tmp / f"nice{nice}", nice, True, ct, tiny, args.burn)
+        old = max(1, workers - 1)
+        busy_old = receive_seconds(tmp / "reserved", 0, True, ct, tiny[:old], args.burn, old)
     print(f"receive of {args.slices} CT slices (256x256), {usable_cores()} cores, "
           f"{workers} cpu workers (the default budget)")
     print(f"  idle node                        : {idle:6.2f} s  ({args.slices / idle:5.0f} inst/s)")
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
           f" {idle / busy0:4.2f}x idle speed)")
     print(f"  every worker burning, nice +{nice:<3d} : {busyn:6.2f} s  "
           f"({args.slices / busyn:5.0f} inst/s, {idle / busyn:4.2f}x idle speed)")
+    print(f"  cores - 1 = {old} worker(s) burning, nice 0 (the former default): {busy_old:6.2f} s "
+          f"({args.slices / busy_old:5.0f} inst/s, {idle / busy_old:4.2f}x idle speed)")
     return 0
 
 
