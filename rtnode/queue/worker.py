@@ -18,8 +18,11 @@ from pathlib import Path
 
 log = logging.getLogger("rtnode.workers")
 
+#: ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS: SimpleITK's filters (resampling in pyradiomics, the
+#: body segmentation's morphology) otherwise start a thread per core in every worker
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS")
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 #: the longest an idle worker waits before looking at its queue again
 IDLE_POLL_S = 0.1
 #: seconds a consumer gets to finish its running tasks after SIGINT before it is killed
