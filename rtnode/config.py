@@ -100,7 +100,7 @@ class WorkersConfig(Section):
 
     reserved_cores: int = Field(0, ge=0, description="cores left for the listener and the OS")
     cpu_workers: int | None = Field(None, ge=1, description="cpu worker processes; null = cores - reserved")
-    threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr threads per worker")
+    threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr/ITK threads per worker")
     nice: int = Field(10, ge=0, le=19,
                       description="worker processes run this much nicer than the listener")
     parts_per_worker: int = Field(
