@@ -374,6 +374,7 @@ def requeue(
             n, n_courses = views.requeue_failed(book, since)
         except ViewError as exc:
             raise fail(str(exc)) from None
+        views.wake_node(cfg)
         out.print(f"requeued {n} failed stage run(s) in {n_courses} course(s)")
         _note_if_down(cfg)
         return
@@ -384,6 +385,7 @@ def requeue(
     except ViewError as exc:
         raise fail(str(exc)) from None
     book.index.close()
+    views.wake_node(cfg)
     out.print(f"course {course_id}: {n} stage run(s) back to pending")
     _note_if_down(cfg)
 
@@ -433,6 +435,7 @@ def send_course_cli(
                   f"({len(r['attempts'])} attempt(s))")
 
 
+
 def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> None:
     from rtnode import views
 
@@ -442,6 +445,8 @@ def _set_pause(queue: Optional[str], paused: bool, config: Optional[Path]) -> No
     book = _book(cfg)
     for q in views.set_paused(book, queue, paused):
         out.print(f"{q} queue {'paused: running tasks finish, nothing new starts' if paused else 'resumed'}")
+    if not paused:
+        views.wake_node(cfg)
     _note_if_down(cfg)
 
 

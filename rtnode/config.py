@@ -137,17 +137,29 @@ class StorageConfig(Section):
 class WorkersConfig(Section):
     """The one worker budget shared by every cpu stage."""
 
-    reserved_cores: int = Field(1, ge=0, description="cores left for the listener and the OS")
+    reserved_cores: int = Field(0, ge=0, description="cores left for the listener and the OS")
     cpu_workers: int | None = Field(None, ge=1, description="cpu worker processes; null = cores - reserved")
-    threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr threads per worker")
+    threads_per_worker: int = Field(1, ge=1, description="OMP/MKL/OpenBLAS/NumExpr/ITK threads per worker")
+    nice: int = Field(10, ge=0, le=19,
+                      description="worker processes run this much nicer than the listener")
+    parts_per_worker: int = Field(
+        2, ge=1, description="a fanned-out stage makes about this many parts per cpu worker")
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="how often each worker refreshes its row in the worker registry")
     heartbeat_timeout: float = Field(
         30.0, gt=0, description="a worker silent this long is dead: its runs go back to pending")
 
     def cpu_budget(self, cores: int | None = None) -> int:
-        cores = cores or os.cpu_count() or 1
+        cores = cores or usable_cores()
         return self.cpu_workers or max(1, cores - self.reserved_cores)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroup cpusets), not all the host has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class CoursesConfig(Section):
@@ -157,7 +169,8 @@ class CoursesConfig(Section):
     max_wait_seconds: float = Field(
         600.0, ge=0, description="quiet this long and still incomplete: run with what is there")
     rules_dir: Path = Field(Path("rules"), description="YAML rules; relative to the config folder")
-    poll_seconds: float = Field(1.0, gt=0, description="how often courses and queues are checked")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="fallback: how often courses and queues are checked anyway")
     aging_seconds: float = Field(
         1800.0, gt=0, description="a waiting stage gains one priority band per this many seconds")
 

@@ -17,12 +17,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pydicom
 import yaml
 
 from rtnode import __version__
-from rtnode.config import Config
+from rtnode.config import Config, usable_cores
 from rtnode.courses.detector import Detector
 from rtnode.courses.rules import load_rules
 from rtnode.dicom.qrscp import QueryRetrieveSCP
@@ -30,6 +31,7 @@ from rtnode.dicom.scp import StorageSCP
 from rtnode.node_info import HEARTBEAT_S, NodeInfo, pid_alive, read_node_info, write_node_info
 from rtnode.queue.hueys import QUEUES, make_huey
 from rtnode.queue.scheduler import Scheduler
+from rtnode.queue.wake import ARRIVAL, RedisWake, WakeListener
 from rtnode.queue.worker import WorkerPool
 from rtnode.stages.base import load_stages
 from rtnode.store.archive import Archive
@@ -46,6 +48,12 @@ log = logging.getLogger("rtnode.node")
 DRAIN_SECONDS = 60.0
 #: the supervisor's own tick (worker health)
 SUPERVISE_S = 1.0
+#: how often the pipeline thread looks at the listener's arrival counter (an in-memory int),
+#: and how often at most arrivals make the detector regroup during a burst
+ARRIVAL_CHECK_S = 0.5
+ARRIVAL_TICK_S = 1.0
+#: a course's deadline wakes the detector at most this often (guards against a busy loop)
+DUE_MIN_GAP_S = 0.1
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -116,24 +124,62 @@ def startup_verify(archive: Archive) -> None:
 
 
 class Pipeline(threading.Thread):
-    """Detector then scheduler, every courses.poll_seconds; a failing tick is logged, not fatal."""
+    """Detector then scheduler, woken by news rather than by a clock.
 
-    def __init__(self, detector: Detector, scheduler: Scheduler, every: float):
+    The scheduler ticks as soon as a worker reports a finished run (``queue/wake.py``); the
+    detector ticks when instances arrived (the listener's in-memory counter, looked at every
+    ``ARRIVAL_CHECK_S`` and acted on at most every ``ARRIVAL_TICK_S``) and when the earliest
+    quiet period or max-wait of a waiting course runs out. Both also run every
+    ``courses.poll_seconds`` as a fallback for news nobody sends (a consumer that died, a row
+    changed by another program). A failing tick is logged, not fatal."""
+
+    def __init__(self, detector: Detector, scheduler: Scheduler, every: float,
+                 wake: WakeListener | None = None, arrivals: Callable[[], int] | None = None):
         super().__init__(name="rtnode-pipeline", daemon=True)
         self.detector, self.scheduler, self.every = detector, scheduler, every
+        self.wake, self.arrivals = wake, arrivals
         self.stop_event = threading.Event()
 
     def run(self) -> None:
+        seen = -1  # arrivals counted at the last detector tick
+        last_detect = last_full = -float("inf")
+        news: set[str] = set()
         while not self.stop_event.is_set():
+            now = time.monotonic()
+            count = self.arrivals() if self.arrivals is not None else 0
+            full = now - last_full >= self.every
+            due = self.detector.seconds_to_next_due()
+            detect = full or ARRIVAL in news or (
+                due is not None and due <= 0 and now - last_detect >= DUE_MIN_GAP_S) or (
+                count != seen and now - last_detect >= ARRIVAL_TICK_S)
             try:
-                self.detector.tick()
-                self.scheduler.tick()
+                if detect:
+                    seen, last_detect = count, now
+                    self.detector.tick()
+                if detect or news:
+                    self.scheduler.tick()
             except Exception:
                 log.exception("pipeline tick failed; retrying")
-            self.stop_event.wait(self.every)
+            if full:
+                last_full = now
+            news = self._wait(last_full, count != seen)
+
+    def _wait(self, last_full: float, arrivals_pending: bool) -> set[str]:
+        timeout = max(0.0, self.every - (time.monotonic() - last_full))
+        due = self.detector.seconds_to_next_due()
+        if due is not None:
+            timeout = min(timeout, max(due + 0.01, DUE_MIN_GAP_S))
+        if self.arrivals is not None:
+            timeout = min(timeout, ARRIVAL_TICK_S if arrivals_pending else ARRIVAL_CHECK_S)
+        if self.wake is None:
+            self.stop_event.wait(timeout)
+            return set()
+        return self.wake.wait(timeout)
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.wake is not None:
+            self.wake.notify()
         self.join(30)
 
 
@@ -142,9 +188,10 @@ class Node:
         self.config = config
         self.stopping = threading.Event()
 
-    def _log_start(self, archive: Archive, port: int, capacity: dict[str, int]) -> None:
+    def _log_start(self, archive: Archive, port: int, capacity: dict[str, int],
+                   wake_ok: bool = True) -> None:
         c = self.config
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         log.info("rtnode %s starting (pid %d)", __version__, os.getpid())
         log.info("config: %s", c.source or "embedded defaults")
         log.info("DICOM: AE %s on %s:%d, max PDU %s, max associations %d, allowed callers: %s",
@@ -153,11 +200,14 @@ class Node:
         log.info("storage: %s (fsync %s, min free %.1f GB), index schema v%d",
                  archive.root, "on" if c.storage.fsync else "OFF", c.storage.min_free_gb,
                  SCHEMA_VERSION)
-        log.info("cores: %d, cpu worker budget: %d (reserved %d), gpu slots: %s, "
-                 "threads per worker: %d, queue backend: %s", cores, capacity["cpu"],
-                 c.workers.reserved_cores, ", ".join(c.gpu_devices()) or
-                 "none (gpu stages run in the cpu pool)", c.workers.threads_per_worker,
-                 c.queue.backend)
+        log.info("cores: %d, cpu worker budget: %d (reserved %d, workers at nice +%d), "
+                 "gpu slots: %s, threads per worker: %d, queue backend: %s", cores,
+                 capacity["cpu"], c.workers.reserved_cores, c.workers.nice,
+                 ", ".join(c.gpu_devices()) or "none (gpu stages run in the cpu pool)",
+                 c.workers.threads_per_worker, c.queue.backend)
+        log.info("dispatch: %s, one task queued ahead per worker, fallback poll every %g s",
+                 "woken by workers" if wake_ok else "POLLING ONLY (no wake-up socket)",
+                 c.courses.poll_seconds)
 
     def _on_signal(self, signum: int, _frame) -> None:
         log.info("received %s: finishing in-flight stores, then stopping",
@@ -206,11 +256,17 @@ class Node:
         scheduler.recover()
         pool = WorkerPool(write_effective_config(self.config), capacity["cpu"], devices,
                           self.config.workers.threads_per_worker)
-        pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
-                            self.config.courses.poll_seconds)
+        wake = WakeListener(root)  # before the workers start, so that none of their news is lost
+        wake_stop = threading.Event()
+        if self.config.queue.backend == "redis":  # workers on other hosts publish there
+            redis_wake = RedisWake(self.config.queue.redis_url, self.config.queue.name)
+            threading.Thread(target=redis_wake.forward, args=(wake, wake_stop),
+                             name="rtnode-wake-redis", daemon=True).start()
         scp = StorageSCP(self.config.dicom, archive, self.config.base_dir,
                          qr=QueryRetrieveSCP(self.config, archive))
         retention = RetentionThread(self.config, archive.index)
+        pipeline = Pipeline(Detector(self.config, archive.index, rules, registry), scheduler,
+                            self.config.courses.poll_seconds, wake, lambda: scp.stored)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:  # first: a port already in use stops us before any worker is spawned
@@ -229,7 +285,7 @@ class Node:
         pool.start()
         pipeline.start()
         retention.start()
-        self._log_start(archive, scp.port, capacity)
+        self._log_start(archive, scp.port, capacity, wake.event_driven)
         log.info("rules: %d from %s", len(rules.rules), self.config.rules_dir)
         threading.Thread(target=startup_verify, args=(archive,), name="rtnode-verify",
                          daemon=True).start()
@@ -250,6 +306,8 @@ class Node:
                 web.stop()
             pipeline.stop()
             retention.stop()
+            wake_stop.set()
+            wake.close()
             pool.stop()
             (root / "node.json").unlink(missing_ok=True)
             try:

@@ -248,6 +248,14 @@ def retrievals_json(cfg: Config, index=None) -> list[dict[str, Any]]:
 
 # -- actions -----------------------------------------------------------------------------------
 
+def wake_node(cfg: Config) -> None:
+    """Tell a running node that runs became pending, so it dispatches them now rather than at
+    its next fallback poll (best effort: nothing happens when no node listens)."""
+    from rtnode.queue.wake import WakeSender
+
+    WakeSender(cfg.storage_root).notify()
+
+
 def requeue(book, course_id: int, stage: str | None = None,
             from_stage: str | None = None) -> int:
     """Back to pending: every stage run of the latest revision, one stage (and the runs it

@@ -80,7 +80,9 @@ def write_config(folder: Path, **sections: dict) -> Path:
                   "courses": {"quiet_seconds": 2.0, "max_wait_seconds": 8.0,
                               "poll_seconds": 0.3,
                               "rules_dir": str(Path(__file__).parents[1] / "rules")},
-                  "workers": {"cpu_workers": 2},
+                  # nice 0: on a machine shared with other test runs, niced workers would
+                  # yield to those instead of to this node's listener
+                  "workers": {"cpu_workers": 2, "nice": 0},
                   # the dashboard too, on its own free port (never the default 8043)
                   "http": {"port": free_port()}}
     for name, values in sections.items():

@@ -88,7 +88,8 @@ def test_relative_storage_root_resolves_against_the_config_folder(tmp_path, monk
 
 
 def test_worker_budget_is_cores_minus_reserved_unless_set():
-    assert Config().workers.cpu_budget(cores=8) == 7
+    assert Config().workers.cpu_budget(cores=8) == 8  # a worker per core, at lower priority
+    assert Config().workers.nice > 0
     assert Config.model_validate({"workers": {"reserved_cores": 2}}).workers.cpu_budget(8) == 6
     assert Config.model_validate({"workers": {"cpu_workers": 3}}).workers.cpu_budget(8) == 3
     assert Config().workers.cpu_budget(cores=1) == 1

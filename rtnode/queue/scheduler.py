@@ -1,17 +1,22 @@
 """Deciding which pending stage run goes to a worker next.
 
-Runs wait as 'pending' in the index, not in Huey: a queue gets only as many tasks as it has
-workers, so the next free worker always takes the run that matters most right now. Order:
-priority band (clinical 1, cohort 0, plus one band per ``courses.aging_seconds`` waited, so nothing
-starves), then smaller courses first, then first come. A run is ready when the stages it comes
-after are done (or reused) and the stages it merely uses have finished; when a stage it needs
-failed or was skipped, it is skipped with that reason.
+Runs wait as 'pending' in the index, not in Huey: a queue gets at most one task more than it has
+running per worker (``QUEUE_AHEAD``), so a worker that finishes takes its next task without a
+round trip through the node, and whatever became more important meanwhile is at most one task
+behind. The node's pipeline thread calls ``tick`` as soon as a worker reports a finished run
+(``queue/wake.py``). Order: priority band (clinical 1, cohort 0, plus one band per
+``courses.aging_seconds`` waited, so nothing starves), then a fair share per calling AE (the
+sender with the fewest runs on the workers goes next: ``fair_share``), then smaller courses
+first, then first come. A run is ready when the stages it comes after are done (or reused) and
+the stages it merely uses have finished; when a stage it needs failed or was skipped, it is
+skipped with that reason.
 Capacity per queue is the sum of the slots of live registered workers, on every host
 (queue/registry.py). A run whose worker died — a dead local process, or a worker on any host
 whose heartbeat stopped — goes back to pending; a run far past its timeout has its worker killed.
 A run becomes 'queued' only once its message is in the broker; a broker that is down leaves it
 pending (logged once, dispatched again when the broker is back), and a queued run whose message
-was lost (not claimed within ``queue.claim_timeout``) goes back to pending.
+was lost (not claimed within ``queue.claim_timeout`` while a worker of its queue was free) goes
+back to pending.
 """
 
 from __future__ import annotations
@@ -44,8 +49,37 @@ from rtnode.store.index import Index, seconds_since, utc_ago, utc_now
 
 log = logging.getLogger("rtnode.scheduler")
 
+#: runs handed to Huey ahead of each worker (beyond the one it is running)
+QUEUE_AHEAD = 1
 #: the watchdog kills a worker this long past its run's own timeout
 WATCHDOG_GRACE_S = 30.0
+
+
+def fair_share(ready: list[dict[str, Any]], active: dict[str, int],
+               limit: int) -> list[dict[str, Any]]:
+    """Pick up to ``limit`` runs from ``ready`` (already in priority order: band, then smaller
+    courses, then first come) so that no sender starves the others.
+
+    The highest band goes first, whoever sent it. Within it, the next run goes to the calling
+    AE with the fewest runs queued or running on this queue (counting those picked now), and
+    that AE's own best run is taken. So 180 one-slice courses from one sender share the
+    workers with a real course from another instead of all going first for being small;
+    within one sender, smaller courses still go first, and aging lifts whatever waits."""
+    heads: dict[str, list[dict[str, Any]]] = {}
+    for run in ready:
+        heads.setdefault(run.get("calling_ae") or "", []).append(run)
+    load = {ae: active.get(ae, 0) for ae in heads}
+    order = {id(run): i for i, run in enumerate(ready)}
+    picked: list[dict[str, Any]] = []
+    while heads and len(picked) < limit:
+        top = max(runs[0]["band"] for runs in heads.values())
+        ae = min((ae for ae, runs in heads.items() if runs[0]["band"] == top),
+                 key=lambda a: (load[a], order[id(heads[a][0])]))
+        picked.append(heads[ae].pop(0))
+        load[ae] += 1
+        if not heads[ae]:
+            del heads[ae]
+    return picked
 
 
 def _finished(run: dict[str, Any]) -> bool:
@@ -114,8 +148,12 @@ class Scheduler:
         self.registry.forget_dead()
         self.registry.release_orphans(self.book)
         bound = self.config.queue.claim_timeout
-        for run in self._rows("SELECT id, token FROM stage_runs WHERE state=? AND queued_at < ?",
-                              (QUEUED, utc_ago(bound))):
+        running = {q: n for q, n in self.index.query(
+            "SELECT queue, COUNT(*) FROM stage_runs WHERE state=? GROUP BY queue", (RUNNING,))}
+        for run in self._rows("SELECT id, queue, token FROM stage_runs WHERE state=?"
+                              " AND queued_at < ?", (QUEUED, utc_ago(bound))):
+            if running.get(run["queue"], 0) >= self.capacity.get(run["queue"], 0):
+                continue  # queued ahead behind busy workers, not lost
             if self.book.transition(run["id"], PENDING, expect=[QUEUED], if_token=run["token"],
                                     reason=f"not claimed within {bound:g} s (message lost?);"
                                            " dispatching again", token=""):
@@ -124,7 +162,7 @@ class Scheduler:
 
     def _watchdog(self, run: dict[str, Any]) -> None:
         stage = REGISTRY.get(run["stage"])
-        limit = (stage_timeout(stage, self.config) if stage else
+        limit = (stage_timeout(stage, self.config, run["part"]) if stage else
                  self.config.stages.default_timeout) + WATCHDOG_GRACE_S
         age = seconds_since(run["started_at"])
         if age is not None and age > limit:
@@ -140,57 +178,85 @@ class Scheduler:
 
     def _resolve(self) -> None:
         """Skip pending runs whose upstream failed or was skipped for lack of input."""
-        for run in self._rows("SELECT * FROM stage_runs WHERE state=? AND after != '[]'",
-                              (PENDING,)):
-            after, _ = decode_after(json.loads(run["after"]))
-            ups = {r["stage"]: r for r in self._rows(
-                "SELECT stage, state, reason, reused_revision FROM stage_runs"
-                " WHERE course_fk=? AND revision=? AND part=''",
-                (run["course_fk"], run["revision"]))}
-            for name in after:
-                up = ups.get(name)
-                if up is None:
-                    continue
-                blocked = up["state"] in (FAILED, CANCELLED) or (
-                    up["state"] == SKIPPED and up["reused_revision"] is None)
-                if blocked:
-                    self.book.transition(run["id"], SKIPPED, expect=[PENDING],
-                                         reason=f"upstream {name} {up['state']}")
-                    break
+        waiting = self._rows("SELECT * FROM stage_runs WHERE state=? AND after != '[]'",
+                             (PENDING,))
+        if not waiting:
+            return
+        parents: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+        for up in self._rows(
+                "SELECT course_fk, revision, stage, state, reason, reused_revision"
+                " FROM stage_runs WHERE part='' AND course_fk IN"
+                " (SELECT course_fk FROM stage_runs WHERE state=? AND after != '[]')",
+                (PENDING,)):
+            parents.setdefault((up["course_fk"], up["revision"]), {})[up["stage"]] = up
+        changed = True
+        while changed:  # a skip propagates down the whole chain in one tick
+            changed = False
+            for run in list(waiting):
+                after, _ = decode_after(json.loads(run["after"]))
+                ups = parents.get((run["course_fk"], run["revision"]), {})
+                for name in after:
+                    up = ups.get(name)
+                    if up is None:
+                        continue
+                    blocked = up["state"] in (FAILED, CANCELLED) or (
+                        up["state"] == SKIPPED and up["reused_revision"] is None)
+                    if blocked:
+                        self.book.transition(run["id"], SKIPPED, expect=[PENDING],
+                                             reason=f"upstream {name} {up['state']}")
+                        waiting.remove(run)
+                        if not run["part"]:
+                            ups[run["stage"]] = {**run, "state": SKIPPED,
+                                                 "reused_revision": None}
+                        changed = True
+                        break
 
     def _ready(self, queue: str, limit: int) -> list[dict[str, Any]]:
-        """The best pending runs of a queue whose upstream stages are all finished."""
+        """The best pending runs of a queue whose upstream stages are all finished, at most
+        ``limit``, shared fairly between senders (see ``fair_share``)."""
         aging = self.config.courses.aging_seconds
         rows = self._rows(
-            "SELECT r.*, c.tag, c.cancelled FROM stage_runs r JOIN courses c ON r.course_fk = c.id"
+            "SELECT r.*, c.tag, c.cancelled, c.calling_ae FROM stage_runs r"
+            " JOIN courses c ON r.course_fk = c.id"
             " WHERE r.state=? AND r.queue=? AND c.cancelled=0", (PENDING, queue))
+        if not rows:
+            return []
         for run in rows:  # the band in Python: no engine's date functions in the scheduler
             run["band"] = run["priority"] + int((seconds_since(run["pending_at"]) or 0.0) / aging)
         rows.sort(key=lambda r: (-r["band"], r["size"], r["pending_at"], r["id"]))
-        ready = []
-        for run in rows:
-            if not run["part"] and self._parts_unfinished(run):
-                continue  # a split parent merges only once every part has finished
-            required, optional = decode_after(json.loads(run["after"]))
-            if required or optional:
-                ups = {r["stage"]: r for r in self._rows(
-                    "SELECT stage, state, reused_revision FROM stage_runs WHERE course_fk=?"
-                    " AND revision=? AND part=''", (run["course_fk"], run["revision"]))}
-                if not all(a not in ups or _finished(ups[a]) for a in required):
-                    continue
-                if any(a in ups and ups[a]["state"] in (PENDING, QUEUED, RUNNING)
-                       for a in optional):
-                    continue
-            ready.append(run)
-            if len(ready) >= limit:
-                break
-        return ready
+        # every run of the courses concerned, in one query: readiness is then judged in memory
+        # instead of with two queries per pending run
+        revisions: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        wanted = {(r["course_fk"], r["revision"]) for r in rows}
+        for other in self._rows(
+                "SELECT course_fk, revision, stage, part, state, reused_revision FROM stage_runs"
+                " WHERE course_fk IN (SELECT course_fk FROM stage_runs WHERE state=? AND queue=?)",
+                (PENDING, queue)):
+            key = (other["course_fk"], other["revision"])
+            if key in wanted:
+                revisions.setdefault(key, []).append(other)
+        ready = [run for run in rows
+                 if self._is_ready(run, revisions.get((run["course_fk"], run["revision"]), []))]
+        active = {ae: n for ae, n in self.index.query(
+            "SELECT c.calling_ae, COUNT(*) FROM stage_runs r JOIN courses c ON r.course_fk = c.id"
+            " WHERE r.queue=? AND r.state IN (?,?) GROUP BY c.calling_ae",
+            (queue, QUEUED, RUNNING))}
+        return fair_share(ready, active, limit)
 
-    def _parts_unfinished(self, run: dict[str, Any]) -> bool:
-        return bool(self.index.query(
-            "SELECT 1 FROM stage_runs WHERE course_fk=? AND revision=? AND stage=?"
-            " AND part != '' AND state IN (?,?,?) LIMIT 1",
-            (run["course_fk"], run["revision"], run["stage"], PENDING, QUEUED, RUNNING)))
+    @staticmethod
+    def _is_ready(run: dict[str, Any], siblings: list[dict[str, Any]]) -> bool:
+        if not run["part"] and any(
+                s["stage"] == run["stage"] and s["part"] and s["state"] in (PENDING, QUEUED, RUNNING)
+                for s in siblings):
+            return False  # a split parent merges only once every part has finished
+        required, optional = decode_after(json.loads(run["after"]))
+        if not (required or optional):
+            return True
+        ups = {s["stage"]: s for s in siblings if not s["part"]}
+        if not all(a not in ups or _finished(ups[a]) for a in required):
+            return False
+        return not any(a in ups and ups[a]["state"] in (PENDING, QUEUED, RUNNING)
+                       for a in optional)
 
     def _dispatch(self) -> int:
         paused = self.book.paused()
@@ -200,7 +266,9 @@ class Scheduler:
                 continue
             busy = self.index.query("SELECT COUNT(*) FROM stage_runs WHERE queue=? AND state IN"
                                     " (?,?)", (queue, QUEUED, RUNNING))[0][0]
-            free = self.capacity.get(queue, 0) - busy
+            # one run queued ahead per worker: a worker that finishes takes the next task
+            # straight from its queue, without waiting for this thread
+            free = self.capacity.get(queue, 0) * (1 + QUEUE_AHEAD) - busy
             if free <= 0:
                 continue
             for run in self._ready(queue, free):

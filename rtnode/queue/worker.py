@@ -23,8 +23,13 @@ from pathlib import Path
 
 log = logging.getLogger("rtnode.workers")
 
+#: ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS: SimpleITK's filters (resampling in pyradiomics, the
+#: body segmentation's morphology) otherwise start a thread per core in every worker
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS")
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_MAX_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+#: the longest an idle worker waits before looking at its queue again
+IDLE_POLL_S = 0.1
 #: seconds a consumer gets to finish its running tasks after SIGINT before it is killed
 STOP_GRACE_S = 20.0
 
@@ -107,6 +112,47 @@ class Heartbeat(threading.Thread):
             log.warning("worker %s: could not unregister: %s", self.wid, exc)
 
 
+def lower_priority(increment: int) -> int:
+    """Run this consumer (and every worker it forks) ``increment`` steps nicer than the node.
+
+    The budget gives the workers every core; the listener and the pipeline thread stay at the
+    node's own priority, so a C-STORE or a hand-over still gets a core at once while workers
+    take whatever is left (docs/ARCHITECTURE.md, "One worker budget")."""
+    if increment <= 0:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        return os.nice(increment)
+    except OSError as exc:
+        log.warning("cannot lower the worker priority by %d: %s", increment, exc)
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def notify_node_on_finish(huey, config) -> None:
+    """Tell the node's pipeline thread each time a task ends, whatever its outcome, so the next
+    run is dispatched at once instead of at the next poll (``queue/wake.py``): through this
+    host's wake socket, or through Redis pub/sub when the queues are on Redis (workers on other
+    hosts)."""
+    from huey import signals as S
+
+    from rtnode.queue.wake import RedisWake, WakeSender
+
+    senders: dict[int, object] = {}  # one sender per worker process (opened after the fork)
+
+    def sender():
+        if config.queue.backend == "redis":
+            return RedisWake(config.queue.redis_url, config.queue.name)
+        return WakeSender(config.storage_root)
+
+    @huey.signal(S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_CANCELED, S.SIGNAL_EXPIRED,
+                 S.SIGNAL_REVOKED, S.SIGNAL_INTERRUPTED)
+    def _finished(signal, task, *args, **kwargs) -> None:
+        pid = os.getpid()
+        if pid not in senders:
+            senders.clear()
+            senders[pid] = sender()
+        senders[pid].notify()
+
+
 def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     """Run one queue's consumer in this process until SIGINT (graceful) or SIGTERM."""
     from rtnode.config import load_config
@@ -118,6 +164,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
 
     die_with_parent()
     config = load_config(config_path)
+    lower_priority(config.workers.nice)
     cap_threads(config.workers.threads_per_worker)
     os.environ["RTNODE_CONFIG"] = str(Path(config_path).resolve())
     load_stages(config.stages.plugins)
@@ -132,11 +179,15 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     # every process Huey forks (workers and its scheduler) dies with this consumer
     os.register_at_fork(after_in_child=die_with_parent)
     huey.on_startup()(allow_child_processes)
+    notify_node_on_finish(huey, config)
+    # an idle worker looks at its queue at least every IDLE_POLL_S: a run dispatched to an idle
+    # pool starts within that (a busy worker finds its queued-ahead run at once)
     consumer = huey.create_consumer(workers=workers, worker_type="process", periodic=False,
-                                    initial_delay=0.05, backoff=1.2, max_delay=0.5,
+                                    initial_delay=0.02, backoff=1.5, max_delay=IDLE_POLL_S,
                                     check_worker_health=True, health_check_interval=2)
-    log.info("%s queue: %d process worker(s), %d thread(s) each, backend %s, registered as %s",
-             queue, workers, config.workers.threads_per_worker, config.queue.backend, wid)
+    log.info("%s queue: %d process worker(s), %d thread(s) each, nice +%d, backend %s,"
+             " registered as %s", queue, workers, config.workers.threads_per_worker,
+             os.getpriority(os.PRIO_PROCESS, 0), config.queue.backend, wid)
     heartbeat.start()
     try:
         consumer.run()

@@ -1,11 +1,12 @@
 """Radiomics of one course: the image, its structure sets by source, the ROIs to extract.
 
-Shared by the fan-out stage (one ROI per task), the standalone ``rtnode radiomics`` command and
+Shared by the fan-out stage (ROIs grouped into a few balanced parts per worker), the standalone ``rtnode radiomics`` command and
 the benchmark (all ROIs in one process), so that all three extract exactly the same thing.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from rtnode.radiomics.params import load_params, params_path, small_footprint
 from rtnode.radiomics.selection import matches_any, voxel_limit_reason
 from rtnode.limits import deadline
 
-#: part names are "<source>:<ROI name>"
+#: an ROI is named "<source>:<ROI name>"; a part is one such name, or a JSON list of several
 PART_SEPARATOR = ":"
 
 
@@ -61,6 +62,20 @@ class CourseImage:
                         parts.append(f"{source}{PART_SEPARATOR}{name}")
         return parts, skipped
 
+    def roi_sizes(self, parts: Sequence[str]) -> dict[str, float]:
+        """Each ROI's contoured area summed over its contours (mm², proportional to its volume
+        on evenly spaced slices): the cost estimate that balances the fan-out, read from the
+        contour points without rasterising anything."""
+        areas: dict[str, dict[str, float]] = {}
+        for source, sets in self.structure_sets.items():
+            wanted = {split_part(p)[1] for p in parts if split_part(p)[0] == source}
+            merged: dict[str, float] = {}
+            for rtstruct in sets:
+                for name, area in contour_areas(rtstruct, wanted - set(merged)).items():
+                    merged.setdefault(name, area)
+            areas[source] = merged
+        return {p: areas.get(split_part(p)[0], {}).get(split_part(p)[1], 0.0) for p in parts}
+
     def mask(self, source: str, roi: str) -> np.ndarray:
         for rtstruct in self.structure_sets.get(source, []):
             if roi in contour_counts(rtstruct):
@@ -71,6 +86,72 @@ class CourseImage:
 def split_part(part: str) -> tuple[str, str]:
     source, _, roi = part.partition(PART_SEPARATOR)
     return source, roi
+
+
+def contour_areas(rtstruct: Dataset, names: set[str] | None = None) -> dict[str, float]:
+    """ROI name -> summed area (mm²) of its planar contours (Newell's formula, any plane), for
+    the ROIs in ``names`` (all when None). Contour points are parsed from the raw element bytes:
+    pydicom's per-number DS objects would make this cost more than the split it serves."""
+    rois = {int(i.ROINumber): str(getattr(i, "ROIName", "") or f"ROI{i.ROINumber}")
+            for i in getattr(rtstruct, "StructureSetROISequence", None) or []}
+    out: dict[str, float] = {}
+    for item in getattr(rtstruct, "ROIContourSequence", None) or []:
+        name = rois.get(int(getattr(item, "ReferencedROINumber", -1)))
+        if name is None or (names is not None and name not in names):
+            continue
+        total = 0.0
+        for contour in getattr(item, "ContourSequence", None) or []:
+            xyz = _contour_points(contour)
+            if xyz is not None:
+                total += 0.5 * float(np.linalg.norm(np.cross(xyz, np.roll(xyz, -1, axis=0))
+                                                    .sum(axis=0)))
+        out[name] = total
+    return out
+
+
+def _contour_points(contour: Dataset) -> np.ndarray | None:
+    if "ContourData" not in contour:
+        return None
+    raw = contour.get_item("ContourData")
+    value = getattr(raw, "value", None)
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            points = np.array(bytes(value).split(b"\\"), dtype=float)
+        else:
+            points = np.asarray(contour.ContourData, dtype=float)
+    except ValueError:
+        return None
+    if points.size < 9 or points.size % 3:
+        return None
+    return points.reshape(-1, 3)
+
+
+def group_rois(sizes: dict[str, float], n_parts: int) -> list[list[str]]:
+    """Longest-processing-time-first packing: ROIs from the largest down, each into the part
+    with the least work so far; parts come back largest first (the order they are queued),
+    each with its ROIs largest first. Fewer ROIs than parts: one ROI per part."""
+    n_parts = max(1, min(n_parts, len(sizes)))
+    order = sorted(sizes, key=lambda r: (-sizes[r], r))
+    parts: list[list[str]] = [[] for _ in range(n_parts)]
+    load = [0.0] * n_parts
+    for roi in order:
+        i = min(range(n_parts), key=lambda k: (load[k], k))
+        parts[i].append(roi)
+        load[i] += max(sizes[roi], 1.0)  # an ROI of no area still costs a mask and a lookup
+    ranked = sorted(range(n_parts), key=lambda k: (-load[k], k))
+    return [parts[k] for k in ranked if parts[k]]
+
+
+def part_name(rois: Sequence[str]) -> str:
+    """One ROI keeps its plain "<source>:<ROI>" name; several become a JSON list."""
+    return rois[0] if len(rois) == 1 else json.dumps(list(rois), ensure_ascii=False)
+
+
+def part_rois(part: str) -> list[str]:
+    """The "<source>:<ROI>" names a part holds (plain names never start with '[')."""
+    if part.startswith("["):
+        return [str(r) for r in json.loads(part)]
+    return [part]
 
 
 def course_params(modality: str, config: RadiomicsConfig, small: bool = False) -> dict:

@@ -73,6 +73,9 @@ class Stage:
     split: Callable[[StageContext], list[str]] | None = None
     merge: Callable[[StageContext], Any] | None = None
     timeout_setting: Callable[[Any], float] | None = None  # reads it from the config
+    #: the timeout of one part, from its name and the stage's timeout (a part holding several
+    #: ROIs gets the time of each); None = the stage's timeout
+    part_timeout: Callable[[str, float], float] | None = None
 
 
 class StageSkipped(Exception):
@@ -100,9 +103,16 @@ def load_stages(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, Stage]:
     return REGISTRY
 
 
-def stage_timeout(stage: Stage, config: Any) -> float:
+def stage_timeout(stage: Stage, config: Any, part: str = "") -> float:
     """stages.timeouts[name], else the stage's own config setting, else its declared
-    timeout, else stages.default_timeout."""
+    timeout, else stages.default_timeout; for a part, scaled by the stage's ``part_timeout``."""
+    seconds = _stage_timeout(stage, config)
+    if part and stage.part_timeout is not None:
+        return float(stage.part_timeout(part, seconds))
+    return seconds
+
+
+def _stage_timeout(stage: Stage, config: Any) -> float:
     if config is not None and stage.name in config.stages.timeouts:
         return float(config.stages.timeouts[stage.name])
     if config is not None and stage.timeout_setting is not None:

@@ -1,10 +1,14 @@
-"""``radiomics``: pyradiomics features of every ROI of the course, one cpu-queue task per ROI.
+"""``radiomics``: pyradiomics features of every ROI of the course, fanned out over the cpu pool.
 
-The split names one part per ROI and source ("manual:GTV", "auto:Liver"); each part extracts
-its ROI under the per-ROI time limit and leaves a small JSON file; the merge gathers them into
+The split groups the ROIs (named by source, "manual:GTV", "auto:Liver") into about
+``workers.parts_per_worker`` parts per cpu worker, balanced by contoured area with the largest
+first (``radiomics.course.group_rois``), so that a part is seconds of work — one-ROI tasks were
+shorter than the hand-over between them — and a course still spreads over every worker. Each
+ROI of a part is extracted under its own time limit (the stage's timeout is per ROI; a part gets
+that much per ROI it holds) and a memory error retries that ROI with the small footprint, so a
+failing or slow ROI fails alone. A part leaves one small JSON file; the merge gathers them into
 radiomics.csv (one row per ROI and source) and radiomics_status.csv (every ROI: done, skipped or
-failed, with the reason). A failing or timed-out ROI fails alone; a memory error is retried by
-the runner with ``footprint='small'`` (original image only) before that ROI fails.
+failed, with the reason).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from rtnode.stages.base import Stage, StageContext, register
+from rtnode.limits import DeadlineExceeded, deadline, is_memory_error
+from rtnode.stages.base import Stage, StageContext, register, stage_timeout
 from rtnode.stages.rtstruct import RTSTRUCT_AUTO
 
 PARTS_DIR = "radiomics_parts"
@@ -75,6 +80,12 @@ def _load_course_image(ctx: StageContext):
     return course
 
 
+def _rois_of(part: str) -> list[str]:
+    from rtnode.radiomics.course import part_rois
+
+    return part_rois(part)
+
+
 def part_file(out_dir: Path, part: str) -> Path:
     """ROI names may hold any character; the file is named by a digest of the part name."""
     digest = hashlib.sha1(part.encode("utf-8")).hexdigest()[:20]
@@ -88,26 +99,75 @@ def _write_json(path: Path, body: dict) -> None:
     os.replace(tmp, path)
 
 
+def parts_wanted(ctx: StageContext) -> int:
+    """About ``workers.parts_per_worker`` parts per worker of the node's cpu budget."""
+    if ctx.config is None:
+        return 2
+    return ctx.config.workers.cpu_budget() * ctx.config.workers.parts_per_worker
+
+
 def split(ctx: StageContext) -> list[str]:
+    from rtnode.radiomics.course import group_rois, part_name
+
     config = radiomics_config(ctx)
-    parts, skipped = course_image(ctx).planned_rois(config)
+    course = course_image(ctx)
+    rois, skipped = course.planned_rois(config)
     _write_json(ctx.out_dir / PARTS_DIR / SKIPPED_FILE,
                 {"skipped": [r.status() for r in skipped]})
-    return parts
+    if not rois:
+        return []
+    return [part_name(group) for group in group_rois(course.roi_sizes(rois), parts_wanted(ctx))]
 
 
 def run_part(ctx: StageContext) -> None:
-    from rtnode.radiomics.course import extract_part
+    from rtnode.radiomics.course import part_rois
 
-    result = extract_part(course_image(ctx), ctx.part, radiomics_config(ctx),
-                          small=ctx.footprint == "small")
-    _write_json(part_file(ctx.out_dir, ctx.part),
-                {"part": ctx.part, "status": result.status(), "features": result.features,
-                 "footprint": ctx.footprint})
+    course = course_image(ctx)
+    config = radiomics_config(ctx)
+    per_roi = stage_timeout(STAGE, ctx.config)
+    results = [_extract_one(course, roi, config, per_roi, ctx.footprint == "small")
+               for roi in part_rois(ctx.part)]
+    _write_json(part_file(ctx.out_dir, ctx.part), {"part": ctx.part, "results": results})
+    failed = [r["status"]["reason"] for r in results if r["status"]["state"] == "failed"]
+    if failed:  # the part (and so the course) says so; the merge still keeps the ROIs done
+        raise RoiFailed("; ".join(failed)[:480] if len(results) == 1 else
+                        f"{len(failed)} of {len(results)} ROI(s): " + "; ".join(failed)[:440])
+
+
+class RoiFailed(Exception):
+    """Some ROIs of a part failed; their reasons are in the part's file and the status table."""
+
+
+def _extract_one(course, roi: str, config, seconds: float, small: bool) -> dict:
+    """One ROI of a part under its own deadline; its failure is recorded, not raised, unless
+    the part's own deadline fired (then the runner records the part as failed)."""
+    from rtnode.radiomics.course import extract_part, split_part
+    from rtnode.radiomics.extract import RoiResult
+
+    source, name = split_part(roi)
+    label = f"ROI {name!r}"
+    while True:
+        try:
+            with deadline(seconds, label):
+                result = extract_part(course, roi, config, small=small)
+        except DeadlineExceeded as exc:
+            if not str(exc).startswith(label):
+                raise  # the part's deadline, not this ROI's
+            result = RoiResult(name, source, "failed", str(exc))
+        except Exception as exc:  # one bad ROI must not cost the others of its part
+            if is_memory_error(exc) and not small:
+                small = True
+                continue
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_memory_error(exc):
+                reason = f"memory error even with a smaller footprint: {reason}"
+            result = RoiResult(name, source, "failed", reason[:500])
+        return {"roi": roi, "status": result.status(), "features": result.features,
+                "footprint": "small" if small else "normal"}
 
 
 def merge(ctx: StageContext) -> None:
-    from rtnode.radiomics.course import split_part
+    from rtnode.radiomics.course import part_rois, split_part
     from rtnode.radiomics.extract import RoiResult
     from rtnode.radiomics.tables import (RADIOMICS_CSV, STATUS_CSV, features_frame,
                                          status_frame, write_atomic)
@@ -118,16 +178,19 @@ def merge(ctx: StageContext) -> None:
         for s in json.loads(skipped.read_text())["skipped"]:
             results.append(RoiResult(s["roi_name"], s["source"], "skipped", s["reason"]))
     for p in ctx.parts:
-        source, roi = split_part(p["part"])
         path = part_file(ctx.out_dir, p["part"])
-        if p["state"] == "done" and path.exists():
+        if p["state"] in ("done", "failed") and path.exists():
             body = json.loads(path.read_text())
-            st = body["status"]
-            results.append(RoiResult(roi, source, st["state"], st["reason"], st["voxels"],
-                                     st["seconds"], body["features"]))
+            for one in body.get("results") or [{**body, "roi": body["part"]}]:
+                source, roi = split_part(one["roi"])
+                st = one["status"]
+                results.append(RoiResult(roi, source, st["state"], st["reason"], st["voxels"],
+                                         st["seconds"], one["features"]))
         else:
-            results.append(RoiResult(roi, source, "failed",
-                                     p.get("reason") or f"part {p['state']}"))
+            for name in part_rois(p["part"]):
+                source, roi = split_part(name)
+                results.append(RoiResult(roi, source, "failed",
+                                         p.get("reason") or f"part {p['state']}"))
     ids = {"course_id": ctx.course_id, "patient_id": ctx.patient_id, "revision": ctx.revision}
     write_atomic(features_frame(results, ids), ctx.out_dir / RADIOMICS_CSV)
     write_atomic(status_frame(results), ctx.out_dir / STATUS_CSV)
@@ -138,4 +201,7 @@ STAGE = register(Stage(
     uses=("rtstruct",), inputs=("CT", "MR", "PT", "RTSTRUCT"),
     writes=("radiomics.csv", "radiomics_status.csv"), timeout=600,
     timeout_setting=lambda c: c.radiomics.roi_timeout_seconds,
-    description="pyradiomics features per ROI and source (manual, auto), one task per ROI"))
+    # each ROI may overrun its own limit until pyradiomics returns from C: room for twice that
+    part_timeout=lambda part, per_roi: per_roi * (2 * len(_rois_of(part)) + 1),
+    description="pyradiomics features per ROI and source (manual, auto), ROIs grouped into "
+                "balanced parts per worker"))

@@ -101,7 +101,7 @@ def execute(run_id: int, token: str) -> str:
         book.transition(run_id, FAILED, expect=[RUNNING], if_token=token,
                         reason=f"no stage named {run['stage']!r} in this worker")
         return FAILED
-    seconds = stage_timeout(stage, config)
+    seconds = stage_timeout(stage, config, run["part"])
     work = stage.run
     if stage.split is not None and not run["part"]:
         ctx.parts = book.parts_of(run)

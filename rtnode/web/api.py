@@ -146,6 +146,7 @@ def config(ctx: WebContext = Reader) -> dict:
 def requeue(course_id: int, body: RequeueBody = Body(default_factory=RequeueBody),
             ctx: WebContext = Writer) -> dict:
     n = views.requeue(ctx.book(), course_id, body.stage, body.from_stage)
+    views.wake_node(ctx.cfg)
     return {"course_id": course_id, "requeued": n}
 
 
@@ -153,6 +154,7 @@ def requeue(course_id: int, body: RequeueBody = Body(default_factory=RequeueBody
 def requeue_failed(body: RequeueFailedBody = Body(default_factory=RequeueFailedBody),
                    ctx: WebContext = Writer) -> dict:
     n, n_courses = views.requeue_failed(ctx.book(), body.since)
+    views.wake_node(ctx.cfg)
     return {"requeued": n, "courses": n_courses}
 
 
@@ -175,4 +177,6 @@ def pause(queue: str, ctx: WebContext = Writer) -> dict:
 
 @router.post("/queues/{queue}/resume", tags=["actions"], summary="rtnode queue resume QUEUE")
 def resume(queue: str, ctx: WebContext = Writer) -> dict:
-    return {"queues": views.set_paused(ctx.book(), queue, False), "paused": False}
+    names = views.set_paused(ctx.book(), queue, False)
+    views.wake_node(ctx.cfg)
+    return {"queues": names, "paused": False}

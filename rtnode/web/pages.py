@@ -315,6 +315,8 @@ def act(request: Request, action: str, course_id: int | None = Form(None),
         msg = f"{n} failed stage run(s) in {n_courses} course(s) back to pending"
     else:
         raise views.NotFound(f"no action {action!r}")
+    if action in ("requeue", "resume", "requeue-failed"):
+        views.wake_node(ctx.cfg)
     return RedirectResponse(f"{back}?{urlencode({'msg': msg})}", status_code=303)
 
 
