@@ -28,15 +28,14 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the plan (and outcom
 
 def _run(kind: str, key, yes: bool, as_json: bool, config_file: Optional[Path]) -> None:
     from rtnode.store.delete import DeleteRefused, Deleter
-    from rtnode.store.index import Index
+    from rtnode.store.index import index_exists, open_index
 
     cfg = config_or_exit(config_file)
-    path = cfg.storage_root / "index.sqlite"
-    if not path.exists():
+    if not index_exists(cfg):
         err.print(f"[bold red]error:[/] no index under {cfg.storage_root}: nothing to delete",
                   highlight=False)
         raise typer.Exit(2)
-    index = Index(path, durable=cfg.storage.fsync)
+    index = open_index(cfg)
     try:
         deleter = Deleter(index, cfg.storage_root)
         plan = getattr(deleter, f"plan_{kind}")(key)

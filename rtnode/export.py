@@ -218,7 +218,7 @@ def export_command(
         except PseudonymError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
-        transform = _pseudonymising(pseudo, config.storage_root)
+        transform = _pseudonymising(pseudo, config.storage_root, config.index.url)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), transient=True) as bar:
         task = bar.add_task("exporting courses", total=len(refs))
@@ -232,12 +232,13 @@ def export_command(
                    f"the export)")
 
 
-def _pseudonymising(pseudo, storage_root: Path) -> Callable[[CourseRef, Any], Any]:
+def _pseudonymising(pseudo, storage_root: Path,
+                    index_url: str = "") -> Callable[[CourseRef, Any], Any]:
     """Per course: its identifiers (from the index) replaced in each of its frames."""
     from rtnode.pseudonymise import course_identity
     from rtnode.store.index import Index
 
-    index = Index(storage_root / "index.sqlite", durable=False)
+    index = Index(index_url or storage_root / "index.sqlite", durable=False)
     cache: dict[int, dict[str, str]] = {}
 
     def apply(ref: CourseRef, frame):

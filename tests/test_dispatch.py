@@ -217,6 +217,10 @@ def test_each_worker_gets_exactly_one_run_queued_ahead(tmp_path):
     assert import_path(archive, files["CT"][0].parent)["received"] > 0
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     assert Detector(config, archive.index, load_rules(rules_dir, registry), registry).tick(later)
+    from rtnode.queue.registry import Registry, worker_id
+
+    Registry(archive.index, 30.0).register(worker_id("here", 1, "cpu"), host="here", pid=1,
+                                           queue="cpu", slots=1)  # capacity: one live slot
     huey = make_huey(config, "cpu")
     scheduler = Scheduler(config, archive.index, {"cpu": huey}, {"cpu": 1})
     assert scheduler.tick() == 2

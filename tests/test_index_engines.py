@@ -125,7 +125,7 @@ def test_registry_capacity_and_scheduler_dispatch(engine):
     index = Index(url or root / "index.sqlite")
     config = Config(index={"url": url}, workers={"heartbeat_timeout": 30.0})
     book = CourseBook(index)
-    course = plan(book, "k2", ["a", "b", "c"])
+    course = plan(book, "k2", ["a", "b", "c", "d", "e"])
     registry = Registry(index, 30.0)
     for host, slots in (("here", 1), ("there", 1)):
         registry.register(worker_id(host, 7, "cpu"), host=host, pid=7, queue="cpu", slots=slots)
@@ -134,10 +134,11 @@ def test_registry_capacity_and_scheduler_dispatch(engine):
     huey = MemoryHuey("engines", results=False)
     huey.run_stage = huey.task(name=TASK_NAME)(execute_run)
     scheduler = Scheduler(config, index, {"cpu": huey}, {"cpu": 0})
-    assert scheduler.tick() == 2  # two live slots, two runs; the third waits
+    # two live slots, each with one run queued ahead: four runs; the fifth waits
+    assert scheduler.tick() == 4
     states = sorted(r["state"] for r in book.runs(course, 1))
-    assert states == [PENDING, QUEUED, QUEUED]
-    assert len(huey) == 2
+    assert states == [PENDING] + [QUEUED] * 4
+    assert len(huey) == 4
     # a broker that refuses: the run stays pending with no token, nothing is lost
     down = make_huey(Config(queue={"backend": "redis",
                                    "redis_url": "redis://127.0.0.1:1/0"}), "cpu")

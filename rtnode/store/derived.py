@@ -24,7 +24,8 @@ def file_derived(config, path: Path) -> StoreOutcome:
     meta, dataset = split_part10(Path(path).read_bytes())
     # Outputs are small and are what the node was asked for: the min_free_gb guard is for
     # what senders may retry, not for this.
-    archive = Archive(config.storage_root, fsync=config.storage.fsync, min_free_gb=0.0)
+    archive = Archive(config.storage_root, fsync=config.storage.fsync, min_free_gb=0.0,
+                      index_url=config.index.url)
     try:
         outcome = archive.file_instance(meta, dataset, calling_ae=config.dicom.ae_title,
                                         called_ae=config.dicom.ae_title, origin=DERIVED)
