@@ -132,8 +132,15 @@ class Detector:
             touched = {r[0] for r in rows if r[2] > self._max_id or r[1] > cursor}
         self._max_id = max(top, max((r[2] for r in rows), default=0))
         newest = max((r[1] for r in rows), default=cursor)
-        watched = {r[0] for r in self.index.query(
-            "SELECT DISTINCT patient_id FROM courses WHERE state IN (?,?)", WATCHED)}
+        watched = set()
+        for patient_id, key in self.index.query(
+                "SELECT patient_id, course_key FROM courses WHERE state IN (?,?)", WATCHED):
+            watched.add(patient_id)
+            seen = self._seen.get(patient_id, {}).get(key)
+            if seen is None or seen.state not in WATCHED:
+                # put back to waiting by another process (e.g. `rtnode delete` of a series):
+                # what is left of the patient is grouped again
+                touched.add(patient_id)
         return touched, watched, max(newest, cursor), cursor
 
     def _members(self, patient_id: str) -> list:
