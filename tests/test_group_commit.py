@@ -111,3 +111,44 @@ def test_one_folder_fsync_covers_renames_done_before_it(tmp_path):
     # a rename after that fsync needs one of its own
     store.write(folder / "1.6.dcm", b"z")
     assert Counting.syncs == before + 2
+
+
+@pytest.mark.parametrize("sop,ae", [
+    ("1.2.3.4", "SENDER"), ("1.2.3.45", "ODD"), ("1.2.840.10008.5.1.4.1.1.2.1234567", ""),
+    ("1.2.3", "A B"),
+])
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                                "1.2.840.10008.1.2.4.50"])
+def test_hand_encoded_file_meta_is_what_pydicom_writes(sop, ae, ts):
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    from rtnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+    from rtnode.store.archive import plain_file_meta
+
+    meta = create_file_meta(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=sop,
+                            transfer_syntax=ts)
+    fast = plain_file_meta(meta, ae)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if ae:
+        meta.SourceApplicationEntityTitle = ae
+    buf = io.BytesIO()
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    assert fast == buf.getvalue()
+
+
+def test_unusual_file_meta_is_left_to_pydicom():
+    from pynetdicom.dsutils import create_file_meta
+
+    from rtnode.store.archive import plain_file_meta
+
+    meta = create_file_meta(sop_class_uid="1.2.3", sop_instance_uid="1.2.4",
+                            transfer_syntax="1.2.840.10008.1.2.1")
+    meta.PrivateInformationCreatorUID = "1.2.5"  # an element the fast path does not know
+    assert plain_file_meta(meta, "X") is None
+    meta = create_file_meta(sop_class_uid="1.2.3", sop_instance_uid="1.2.4",
+                            transfer_syntax="1.2.840.10008.1.2.1")
+    assert plain_file_meta(meta, "SÉNDER") is None  # not ASCII: pydicom encodes (or refuses)
+    del meta.MediaStorageSOPInstanceUID
+    assert plain_file_meta(meta, "X") is None  # a required element missing: pydicom refuses
