@@ -15,7 +15,6 @@ import time
 import uuid
 import zlib
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
@@ -53,8 +52,6 @@ PENDING_EVENTS_MAX = 10000
 #: after a failed index write, events wait this long before the next synchronous attempt
 EVENT_RETRY_S = 5.0
 VERIFICATION = "1.2.840.10008.1.1"
-#: threads that write, hash and fsync instances while their association threads parse them
-STAGING_THREADS = 8
 DEFAULT_MAX_INSTANCE = 512 * 1024 * 1024
 
 
@@ -153,8 +150,6 @@ class Archive:
         self._events: deque[tuple[str, dict]] = deque(maxlen=PENDING_EVENTS_MAX)
         self._events_lock = threading.Lock()
         self._events_retry_at = 0.0
-        self._staging: ThreadPoolExecutor | None = None
-        self._staging_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> "Archive":
@@ -236,18 +231,7 @@ class Archive:
                         self.files.tmp_dir)
         return n
 
-    def _stager(self) -> ThreadPoolExecutor:
-        with self._staging_lock:
-            if self._staging is None:
-                self._staging = ThreadPoolExecutor(STAGING_THREADS,
-                                                   thread_name_prefix="rtnode-stage")
-            return self._staging
-
     def close(self) -> None:
-        with self._staging_lock:
-            if self._staging is not None:
-                self._staging.shutdown(wait=True)
-                self._staging = None
         self.flush_events()
         self.index.close()
         for fd in self._lock_fds or []:
@@ -312,35 +296,19 @@ class Archive:
                                 "storage full (below storage.min_free_gb/reserve_mb)", sop_hint,
                                 calling_ae)
         try:
-            self._check_size(dataset, sop_hint)
             head = self._file_head(meta, calling_ae)
-        except Refusal as refusal:
-            return self._reject(refusal.status, refusal.reason, refusal.sop_uid, calling_ae)
-        # write + hash + fsync (the GIL released) overlap the parse below; the staged file stays
-        # under tmp/, invisible, until the parse has accepted the instance
-        staging = self._stager().submit(self.files.stage, head, dataset, digest_of=1)
-        try:
             record = self._examine(meta, dataset, expected_sop_uid, sop_hint, expected_sop_class)
         except Refusal as refusal:
-            self._drop_staged(staging)
             return self._reject(refusal.status, refusal.reason, refusal.sop_uid, calling_ae)
-        except BaseException:
-            self._drop_staged(staging)
-            raise
+        # staging on another thread while this one parses was measured: with pynetdicom's
+        # threads holding the GIL, the hand-overs cost what the overlap saved
         try:
-            staged = staging.result()
+            staged = self.files.stage(head, dataset, digest_of=1)
         except OSError as exc:
             return self._reject(StoreStatus.OUT_OF_RESOURCES, f"cannot write: {exc}",
                                 record.sop_instance_uid, calling_ae)
         return self._publish(record, staged, str(meta.TransferSyntaxUID), calling_ae,
                              called_ae, origin)
-
-    def _drop_staged(self, staging) -> None:
-        """Wait for a staging whose instance was refused, and remove what it wrote."""
-        try:
-            self.files.discard(staging.result())
-        except OSError:
-            pass  # nothing was staged (stage removes its own partial file)
 
     @staticmethod
     def _file_head(meta: FileMetaDataset, calling_ae: str) -> bytes:
