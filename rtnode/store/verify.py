@@ -114,11 +114,15 @@ def verify(archive, *, hash_files: bool = True, repair: bool = False,
 
 def _repair(archive, report: VerifyReport, indexed: dict, drop_missing: bool) -> None:
     root = archive.root
-    for rel in report.orphans:
+    for rel in list(report.orphans):
         path = root / rel
         if not path.exists():
             continue
         outcome = archive.adopt(path)
+        if outcome.ok and outcome.kind == "duplicate":
+            # filed by a store still in flight when the walk saw it: never an orphan
+            report.orphans.remove(rel)
+            continue
         if outcome.ok:
             report.adopted.append(rel)
             archive.record_event("adopted", sop_instance_uid=outcome.sop_instance_uid,
