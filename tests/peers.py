@@ -292,3 +292,24 @@ def event_count(storage: Path, kind: str) -> int:
         return db.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
     finally:
         db.close()
+
+
+def headless_chromium(profile: Path, window: str = "1400,1000"):
+    """Debian's chromium driven by chromium-driver through selenium, headless, with a fresh
+    profile and no background traffic (the test machine has no network beyond loopback)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not Path(driver_path).exists():
+        raise RuntimeError("chromedriver not found: run scripts/setup.sh --dev (chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--no-first-run",
+                 f"--window-size={window}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(120)
+    return driver

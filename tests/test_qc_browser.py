@@ -5,7 +5,6 @@ the page width, verdict shown) and a screenshot is taken — no golden image."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
@@ -31,20 +30,9 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from peers import headless_chromium
 
-    chromium = shutil.which("chromium")
-    driver_bin = shutil.which("chromedriver")
-    assert chromium and driver_bin, "Debian's chromium and chromium-driver are needed"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--no-first-run", "--disable-background-networking",
-                f"--user-data-dir={tmp_path_factory.mktemp('profile')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
-    driver.set_page_load_timeout(120)
+    driver = headless_chromium(tmp_path_factory.mktemp("profile"))
     yield driver
     driver.quit()
 

@@ -4,8 +4,6 @@ every page visited is left in the test's tmp folder."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -20,21 +18,9 @@ TOKEN = "browser-test-token"
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from peers import headless_chromium
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not Path(driver_path).exists():
-        raise RuntimeError("chromedriver not found: run scripts/setup.sh (chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--no-first-run",
-                 "--window-size=1400,2200", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(120)
+    driver = headless_chromium(tmp_path / "chromium-profile", window="1400,2200")
     yield driver
     driver.quit()
 
