@@ -205,7 +205,7 @@ class Node:
                  capacity["cpu"], c.workers.reserved_cores, c.workers.nice,
                  ", ".join(c.gpu_devices()) or "none (gpu stages run in the cpu pool)",
                  c.workers.threads_per_worker, c.queue.backend)
-        log.info("dispatch: %s, one task queued ahead per worker, fallback poll every %g s",
+        log.info("dispatch: %s, one cpu task queued ahead per worker, fallback poll every %g s",
                  "woken by workers" if wake_ok else "POLLING ONLY (no wake-up socket)",
                  c.courses.poll_seconds)
 

@@ -1,9 +1,9 @@
 """Deciding which pending stage run goes to a worker next.
 
-Runs wait as 'pending' in the index, not in Huey: a queue gets at most one task more than it has
-running per worker (``QUEUE_AHEAD``), so a worker that finishes takes its next task without a
-round trip through the node, and whatever became more important meanwhile is at most one task
-behind. The node's pipeline thread calls ``tick`` as soon as a worker reports a finished run
+Runs wait as 'pending' in the index, not in Huey: the cpu queue gets at most one task more
+than it has running per worker (``QUEUE_AHEAD``; none on the gpu queue), so a worker that
+finishes takes its next task without a round trip through the node, and whatever became more
+important meanwhile is at most one task behind. The node's pipeline thread calls ``tick`` as soon as a worker reports a finished run
 (``queue/wake.py``). Order: priority band (clinical 1, cohort 0, plus one band per
 ``courses.aging_seconds`` waited, so nothing starves), then a fair share per calling AE (the
 sender with the fewest runs on the workers goes next: ``fair_share``), then smaller courses
@@ -49,8 +49,10 @@ from rtnode.store.index import Index, seconds_since, utc_ago, utc_now
 
 log = logging.getLogger("rtnode.scheduler")
 
-#: runs handed to Huey ahead of each worker (beyond the one it is running)
-QUEUE_AHEAD = 1
+#: runs handed to Huey ahead of each worker (beyond the one it is running), per queue: cpu
+#: tasks are seconds long, so the hand-over saved matters; gpu tasks (segmentation) take
+#: minutes, so a clinical course arriving meanwhile must not wait behind a queued cohort task
+QUEUE_AHEAD = {"cpu": 1, "gpu": 0}
 #: the watchdog kills a worker this long past its run's own timeout
 WATCHDOG_GRACE_S = 30.0
 
@@ -268,7 +270,7 @@ class Scheduler:
                                     " (?,?)", (queue, QUEUED, RUNNING))[0][0]
             # one run queued ahead per worker: a worker that finishes takes the next task
             # straight from its queue, without waiting for this thread
-            free = self.capacity.get(queue, 0) * (1 + QUEUE_AHEAD) - busy
+            free = self.capacity.get(queue, 0) * (1 + QUEUE_AHEAD.get(queue, 0)) - busy
             if free <= 0:
                 continue
             for run in self._ready(queue, free):
