@@ -205,7 +205,9 @@ def test_a_clinical_course_overtakes_a_running_cohort(node_factory, tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text("rules:\n  - {name: seg, stages: [slow_gpu]}\n")
-    node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "3"},
+    # each cohort stage lasts long enough for the clinical course to be sent and go quiet
+    # while the first one runs, however slowly the CLI polls on a loaded machine
+    node = node_factory(env={"RTNODE_TEST_STAGE_SECONDS": "10"},
                         stages={"plugins": ["stage_plugins"]}, queue={"gpu_workers": 1},
                         courses={"rules_dir": str(rules)})
     folder = tmp_path / "cohort"
