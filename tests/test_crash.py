@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -84,3 +88,33 @@ def test_kill9_mid_send_loses_nothing_acknowledged(node, ct_300):
     assert status["events"]["duplicate"] >= len(acknowledged)
     for f in node.storage.joinpath("dicom").rglob("*.dcm"):
         pydicom.dcmread(f)
+
+
+def test_consumer_whose_node_died_before_it_started_ends_itself(tmp_path):
+    """A node killed while its consumer is still importing: the consumer, left to init before it
+    could ask to die with its parent, must notice and end instead of taking tasks forever."""
+    script = tmp_path / "orphan.py"
+    script.write_text(
+        "import os, subprocess, sys, time\n"
+        "env = dict(os.environ, RTNODE_PARENT_PID=str(os.getpid()))\n"
+        "child = subprocess.Popen([sys.executable, '-c',\n"
+        "    'import time; time.sleep(1.0)\\n'\n"
+        "    'from rtnode.queue.worker import PARENT_PID_ENV, die_with_parent\\n'\n"
+        "    'import os; die_with_parent(int(os.environ[PARENT_PID_ENV]))\\n'\n"
+        "    'open(os.environ[\"MARK\"], \"w\").write(\"alive\"); time.sleep(30)'], env=env)\n"
+        "print(child.pid, flush=True)\n"
+        "os._exit(0)  # the parent dies before the child asks to die with it\n")
+    mark = tmp_path / "alive"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=dict(os.environ, MARK=str(mark)), timeout=60)
+    child = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        state = Path(f"/proc/{child}/stat").read_text().split(") ", 1)[1][0]
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    gone = not Path(f"/proc/{child}").exists() or \
+        Path(f"/proc/{child}/stat").read_text().split(") ", 1)[1][0] == "Z"
+    assert gone, "the orphaned consumer lived on"
+    assert not mark.exists(), "the orphaned consumer ran past die_with_parent"

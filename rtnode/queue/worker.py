@@ -34,11 +34,18 @@ IDLE_POLL_S = 0.1
 STOP_GRACE_S = 20.0
 
 
-def die_with_parent() -> None:
+#: set by the node on each consumer it starts: the pid that consumer must die with
+PARENT_PID_ENV = "RTNODE_PARENT_PID"
+
+
+def die_with_parent(parent: int | None = None) -> None:
     """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG).
 
     A consumer whose node was killed, or a Huey worker whose consumer was, must not live on
-    taking tasks outside the worker budget. Elsewhere than Linux this is a no-op.
+    taking tasks outside the worker budget. The request only covers a death after it is made:
+    a parent that died first (a node killed while its consumer was still importing) has left
+    this process to init, so when the parent's pid is known and getppid() no longer matches,
+    the process ends here. Elsewhere than Linux this is a no-op.
     """
     try:
         import ctypes
@@ -46,7 +53,21 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_forking_pid = 0
+
+
+def _note_forking_pid() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+def _die_with_forking_process() -> None:
+    die_with_parent(_forking_pid or None)
 
 
 def allow_child_processes() -> None:
@@ -162,7 +183,8 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     from rtnode.stages.base import load_stages
     from rtnode.store.index import open_index
 
-    die_with_parent()
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    die_with_parent(int(parent) if parent.isdigit() else None)
     config = load_config(config_path)
     lower_priority(config.workers.nice)
     cap_threads(config.workers.threads_per_worker)
@@ -177,7 +199,7 @@ def run_consumer(config_path: Path, queue: str, workers: int) -> None:
     heartbeat.register()
     huey = make_huey(config, queue)
     # every process Huey forks (workers and its scheduler) dies with this consumer
-    os.register_at_fork(after_in_child=die_with_parent)
+    os.register_at_fork(before=_note_forking_pid, after_in_child=_die_with_forking_process)
     huey.on_startup()(allow_child_processes)
     notify_node_on_finish(huey, config)
     # an idle worker looks at its queue at least every IDLE_POLL_S: a run dispatched to an idle
@@ -225,6 +247,7 @@ class WorkerPool:
     def _spawn(self, w: WorkerProcess) -> None:
         env = cap_threads(self.threads, dict(os.environ))
         env["RTNODE_CONFIG"] = str(self.config_path)
+        env[PARENT_PID_ENV] = str(os.getpid())
         env.update(w.env)
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "rtnode", "worker", "--queue", w.queue, "--workers",
