@@ -265,3 +265,20 @@ def test_workers_on_other_hosts_wake_the_node_through_redis(tmp_path):
         listener.close()
         redis.terminate()
         redis.wait(10)
+
+
+def test_every_watchdog_gives_a_radiomics_part_its_part_timeout():
+    """The serving node's watchdog and each worker host's heartbeat judge a part by the same
+    limit: the stage's per-ROI timeout scaled to the part, not the per-ROI timeout alone (which
+    killed a healthy three-ROI part after a third of its time)."""
+    from rtnode.queue.registry import run_timeout
+
+    load_stages(["rtnode.stages.radiomics"])
+    config = Config.model_validate({"stages": {"timeouts": {"radiomics": 10}}})
+    one = part_name(["manual:Huge"])
+    three = part_name(["manual:GTV", "manual:Lung_L", "manual:Lung_R"])
+    assert run_timeout({"stage": "radiomics", "part": ""}, config) == 10
+    assert run_timeout({"stage": "radiomics", "part": one}, config) == 30
+    assert run_timeout({"stage": "radiomics", "part": three}, config) == 70
+    assert run_timeout({"stage": "no-such-stage", "part": ""}, config) == \
+        config.stages.default_timeout

@@ -37,11 +37,14 @@ WORKER_ID_ENV = "RTNODE_WORKER_ID"
 
 
 def run_timeout(run: dict[str, Any], config) -> float:
-    """The seconds a run may take: its stage's timeout, else stages.default_timeout."""
+    """The seconds a run may take: its stage's timeout (a part's: scaled by the stage's
+    ``part_timeout``), else stages.default_timeout. The one rule for every watchdog."""
     from rtnode.stages.base import REGISTRY, stage_timeout
 
     stage = REGISTRY.get(run["stage"])
-    return stage_timeout(stage, config) if stage else config.stages.default_timeout
+    if stage is None:
+        return config.stages.default_timeout
+    return stage_timeout(stage, config, run.get("part") or "")
 
 
 def worker_id(host: str, pid: int, queue: str) -> str:

@@ -42,8 +42,13 @@ from rtnode.courses.book import (
     CourseBook,
 )
 from rtnode.node_info import HOST, pid_alive
-from rtnode.queue.registry import MAX_ATTEMPTS, Registry, release_run  # noqa: F401
-from rtnode.stages.base import REGISTRY, stage_timeout
+from rtnode.queue.registry import (  # noqa: F401
+    MAX_ATTEMPTS,
+    WATCHDOG_GRACE_S,
+    Registry,
+    release_run,
+    run_timeout,
+)
 from rtnode.stages.plan import decode_after
 from rtnode.store.index import Index, seconds_since, utc_ago, utc_now
 
@@ -53,8 +58,6 @@ log = logging.getLogger("rtnode.scheduler")
 #: tasks are seconds long, so the hand-over saved matters; gpu tasks (segmentation) take
 #: minutes, so a clinical course arriving meanwhile must not wait behind a queued cohort task
 QUEUE_AHEAD = {"cpu": 1, "gpu": 0}
-#: the watchdog kills a worker this long past its run's own timeout
-WATCHDOG_GRACE_S = 30.0
 
 
 def fair_share(ready: list[dict[str, Any]], active: dict[str, int],
@@ -163,9 +166,7 @@ class Scheduler:
                             run["id"], bound)
 
     def _watchdog(self, run: dict[str, Any]) -> None:
-        stage = REGISTRY.get(run["stage"])
-        limit = (stage_timeout(stage, self.config, run["part"]) if stage else
-                 self.config.stages.default_timeout) + WATCHDOG_GRACE_S
+        limit = run_timeout(run, self.config) + WATCHDOG_GRACE_S
         age = seconds_since(run["started_at"])
         if age is not None and age > limit:
             log.error("course %s %s: running %.0f s, past its timeout; killing worker %s",
