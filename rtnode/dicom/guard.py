@@ -48,6 +48,7 @@ from pynetdicom.dimse_primitives import C_CANCEL, C_STORE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from rtnode.dicom.prompt import PromptDUL, wait_for_message
 from rtnode.dicom.status import StoreStatus
 from rtnode.dicom.uid import is_valid_uid
 
@@ -272,6 +273,11 @@ class GuardedDIMSE(DIMSEServiceProvider):
         self._oversize = False
         self.oversize_ids: set[int] = set()
 
+    def get_msg(self, block: bool = False) -> tuple[Any, Any]:
+        if block:
+            return super().get_msg(block=True)
+        return wait_for_message(self.msg_queue)  # the reactor's look: wakes on a message
+
     def receive_primitive(self, primitive: Any) -> None:
         if self.message is None:
             self.message = DIMSEMessage()
@@ -337,9 +343,19 @@ def _salvage_store(message: DIMSEMessage, exc: Exception) -> C_STORE | None:
 
 
 class GuardedAssociation(Association):
-    """An acceptor that answers every C-STORE request, judging the request itself first."""
+    """An acceptor that answers every C-STORE request, judging the request itself first; its
+    DUL and reactor hand messages over as they come (``dicom/prompt.py``)."""
 
     listener: Any = None  # set by the handler: has .refuse_request(assoc, status, reason, uid)
+
+    def __init__(self, ae: AE, mode: str):
+        super().__init__(ae, mode)
+        self.dul = PromptDUL(self)
+        # the timeouts live on the DUL: given again to the new one
+        self.acse_timeout = self.ae.acse_timeout
+        self.connection_timeout = self.ae.connection_timeout
+        self.dimse_timeout = self.ae.dimse_timeout
+        self.network_timeout = self.ae.network_timeout
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         if isinstance(msg, C_STORE) and not self._sent_release \
