@@ -16,6 +16,9 @@ all of them; the best run of each is kept and the load average printed. ``--befo
 adds `rtnode serve` from another source tree (e.g. ``git archive main | tar -x -C /tmp/base``)
 for a before/after comparison in the same run.
 Goals: rtnode >= 0.8x the bare SCP and faster than Orthanc, with one sender and with four.
+Before the runs the bench measures the durability floor of the disk (the three waits every
+acknowledged instance needs: file fsync, folder fsync, index commit) and, for one sender,
+prints the ceiling it sets: the bare SCP's time plus only those waits.
 """
 
 from __future__ import annotations
@@ -167,6 +170,41 @@ def bench_orthanc(files, work: Path, nodelay: bool, senders: int) -> float | Non
     return seconds
 
 
+def durability_floor(folder: Path, size: int, samples: int = 60) -> float:
+    """Median seconds of the three waits a durable receiver adds to each instance on this disk,
+    measured in the same run: write + fsync a file of the instance's size, rename it into a
+    folder + fsync the folder, commit one row to a SQLite WAL with synchronous=FULL."""
+    import sqlite3
+    import statistics
+
+    folder.mkdir()
+    (folder / "final").mkdir()
+    db = sqlite3.connect(folder / "index.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (k TEXT)")
+    payload = os.urandom(size)
+    times = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        tmp = folder / f"{i}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, payload)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, folder / "final" / f"{i}.dcm")
+        dfd = os.open(folder / "final", os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?)", (str(i),))
+        db.execute("COMMIT")
+        times.append(time.perf_counter() - t0)
+    db.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=300)
@@ -205,6 +243,9 @@ def main() -> None:
               f"TCP_NODELAY={'1' if nodelay else '0'} (storescu and Orthanc); "
               f"cores: {os.cpu_count()}; load average before: "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        floor = durability_floor(tmp / "floor", files[0].stat().st_size)
+        print(f"durability floor on this disk: {floor * 1e3:.2f} ms per instance (write + fsync "
+              "of the file, rename + fsync of its folder, one synchronous=FULL WAL commit)")
         for senders in args.senders:
             results: dict[str, list[float]] = {name: [] for name, _ in receivers}
             for i in range(args.repeat):
@@ -215,10 +256,11 @@ def main() -> None:
                     if seconds is not None:
                         results[name].append(seconds)
                     shutil.rmtree(work, ignore_errors=True)
-            report(results, len(files), mb, senders)
+            report(results, len(files), mb, senders, floor)
 
 
-def report(results: dict[str, list[float]], n: int, mb: float, senders: int) -> None:
+def report(results: dict[str, list[float]], n: int, mb: float, senders: int,
+           floor: float) -> None:
     best = {name: min(runs) for name, runs in results.items() if runs}
     rt = best["rtnode (fsync on)"]
     print(f"\n{senders} sender(s); load average now "
@@ -231,6 +273,10 @@ def report(results: dict[str, list[float]], n: int, mb: float, senders: int) -> 
               f"{rt / seconds:>16.2f}x")
     bare = best["bare pynetdicom SCP"]
     print(f"rtnode vs bare SCP: {bare / rt:.2f}x (goal >= 0.8x)")
+    if senders == 1:
+        # one sender waits for each answer: every instance's durable writes add to the time
+        print(f"  ceiling for a receiver that adds only the durability floor to the bare SCP: "
+              f"{bare / (bare + n * floor):.2f}x")
     if "rtnode before (fsync on)" in best:
         print(f"rtnode vs before:   {best['rtnode before (fsync on)'] / rt:.2f}x")
     if "Orthanc" in best:
