@@ -213,3 +213,32 @@ def test_a_workers_heartbeat_releases_dead_task_processes_and_kills_overdue_ones
         if hung.poll() is None:
             hung.kill()
     index.close()
+
+
+def test_a_series_deleted_by_another_process_is_filed_again_at_once(engine):
+    """The node remembers the patient/study/series rows it wrote; ``rtnode delete`` in another
+    process removes them. The next instance of that series must be filed with its hierarchy
+    written anew, not refused for rows that are gone."""
+    from rtnode.store.delete import Deleter
+
+    url, root = engine
+    node = Archive(root, index_url=url)
+    other = Archive(root, index_url=url)
+    try:
+        course = PhantomCourse(patient=Patient(patient_id="ENG2"),
+                               geometry=CTGeometry(rows=32, columns=32, slices=4)
+                               ).build(with_rt=False)
+        encoded = [encode(ds) for ds in course.ct]
+        for meta, data in encoded[:2]:
+            assert node.file_instance(meta, data, calling_ae="TPS1").kind == "received"
+        deleter = Deleter(other.index, root)
+        deleter.execute(deleter.plan_series(str(course.ct[0].SeriesInstanceUID)), by="test")
+        assert other.index.counts()["series"] == 0
+        for meta, data in encoded:
+            outcome = node.file_instance(meta, data, calling_ae="TPS1")
+            assert outcome.ok and outcome.kind == "received", outcome
+        assert node.index.counts() == {"patients": 1, "studies": 1, "series": 1,
+                                       "instances": 4}
+    finally:
+        node.close()
+        other.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -34,6 +35,8 @@ from rtnode.store.db import (
     redact,
 )
 from rtnode.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("rtnode.store")
 
 
 #: series whose patient/study/series rows this process remembers having written
@@ -286,9 +289,21 @@ class Index:
         at the same moment by several associations share one commit (one WAL fsync): see
         ``_GroupCommit``.
         """
-        job = _Job(rec, dict(path=path, size=size, digest=digest,
-                             transfer_syntax_uid=transfer_syntax_uid, calling_ae=calling_ae,
-                             called_ae=called_ae, origin=origin))
+        fields = dict(path=path, size=size, digest=digest,
+                      transfer_syntax_uid=transfer_syntax_uid, calling_ae=calling_ae,
+                      called_ae=called_ae, origin=origin)
+        try:
+            return self._commit_one(_Job(rec, fields))
+        except Exception:
+            # the series' rows may have been deleted by another process (``rtnode delete``)
+            # after this one remembered them: forget them and write the hierarchy anew, once
+            if self._hierarchy.pop(rec.series_uid, None) is None:
+                raise
+            log.info("series %s: remembered hierarchy rows are gone; writing them again",
+                     rec.series_uid)
+            return self._commit_one(_Job(rec, fields))
+
+    def _commit_one(self, job: "_Job") -> tuple[str, StoredFile | None]:
         if self.dialect == SQLITE:
             self._group.run(job)
         else:
