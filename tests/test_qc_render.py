@@ -100,6 +100,35 @@ def test_colours_come_from_roidisplaycolor_in_both_figures():
     plt.close(dvh)
 
 
+def test_the_dvh_stage_figure_uses_the_same_colours_as_the_report():
+    """dvh.png (the dvh stage's own figure) draws each ROI in its ROIDisplayColor, as the QC
+    report does; an ROI without one gets a palette colour no other line has."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from rtnode.dvh import compute_dvhs
+    from rtnode.dvh.outputs import dvh_figure as stage_dvh_figure
+    from rtnode.qc.render import roi_styles
+
+    c = asymmetric_course("HFS")
+    rtstruct = copy.deepcopy(c.rtstruct)
+    numbers = {int(i.ROINumber): str(i.ROIName) for i in rtstruct.StructureSetROISequence}
+    for item in rtstruct.ROIContourSequence:
+        if numbers[int(item.ReferencedROINumber)] == "BODY":
+            del item.ROIDisplayColor
+    fig = stage_dvh_figure(compute_dvhs(rtstruct, [c.rtdose], [c.rtplan], source="manual"))
+    lines = {ln.get_label().split(" (")[0]: to_rgb(ln.get_color())
+             for ln in fig.axes[0].lines if not ln.get_label().startswith("_")}
+    plt.close(fig)
+    for shape in (ANTERIOR_LEFT, POSTERIOR):
+        want = tuple(v / 255 for v in shape.color)
+        assert lines[shape.name] == pytest.approx(want, abs=1e-3)
+        assert roi_styles(qc_of(c))[("manual", shape.name)].rgb == pytest.approx(want, abs=1e-3)
+    assert "BODY" in lines
+    others = [rgb for name, rgb in lines.items() if name != "BODY"]
+    assert all(np.abs(np.subtract(lines["BODY"], rgb)).max() > 0.05 for rgb in others)
+
+
 def test_thirty_rois_every_one_in_both_legends_no_colour_repeated():
     import matplotlib.pyplot as plt
 

@@ -48,6 +48,7 @@ class RoiDVH:
     skipped_contours: int = 0
     warnings: list[str] = field(default_factory=list)
     dose_source: str = ""  # which dose (docs/DVH.md, "Dose plan"): plan label, "plan sum", ...
+    display_color: tuple[int, int, int] | None = None  # the RTSTRUCT's ROIDisplayColor
 
     @property
     def coverage(self) -> float:
@@ -138,7 +139,8 @@ def compute_roi_dvh(roi: StructureROI, dose: DoseVolume, config: DVHConfig) -> R
                     interpreted_type=roi.interpreted_type, source=roi_source(roi),
                     engine="rtnode", volume_cc=0.0, covered_cc=0.0,
                     dvh=CumulativeDVH(config.bin_width_gy, np.zeros(1)),
-                    skipped_contours=roi.skipped_contours, warnings=list(roi.warnings))
+                    skipped_contours=roi.skipped_contours, warnings=list(roi.warnings),
+                    display_color=roi.display_color)
     if roi.is_empty:
         return result
     h = roi_pitch(roi, dose, config)

@@ -69,12 +69,16 @@ def curves_frame(results: DVHResults | list[DVHResults]) -> pd.DataFrame:
     return frame
 
 
-def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
-    """Cumulative DVHs (volume % vs dose) of every non-empty ROI as a PNG."""
+def dvh_figure(results: DVHResults | list[DVHResults]):
+    """The figure of dvh.png: cumulative DVHs (volume % vs dose) of every non-empty ROI of the
+    course dose (else of each dose), each ROI in its ROIDisplayColor (the QC report's colours;
+    ROIs without one get a palette colour that does not repeat), auto ROIs dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from rtnode.colours import distinct_colours
 
     one = _as_one(results)
     fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
@@ -83,11 +87,16 @@ def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
     shown = [course.label] if course is not None else labels  # the course dose, else each
     drawn = [r for r in one.rois if r.covered_cc > 0 and (r.dose_source in shown
                                                            or not r.dose_source)]
+    uncoloured = list(dict.fromkeys((r.source, r.roi_name) for r in drawn
+                                    if r.display_color is None))
+    palette = dict(zip(uncoloured, distinct_colours(len(uncoloured))))
     for r in drawn:
         style = "--" if r.source == "auto" else "-"
         suffix = f", {r.dose_source}" if len(shown) > 1 else ""
+        colour = tuple(v / 255.0 for v in r.display_color) if r.display_color is not None \
+            else palette[(r.source, r.roi_name)]
         ax.plot(r.dvh.doses, 100.0 * r.dvh.volume_cc / r.covered_cc, style, lw=1.0,
-                label=f"{r.roi_name} ({r.source}{suffix})")
+                color=colour, label=f"{r.roi_name} ({r.source}{suffix})")
     ax.set_xlabel("Dose (Gy)")
     ax.set_ylabel("Volume (%)")
     ax.set_ylim(0, 101)
@@ -102,6 +111,14 @@ def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
     if 0 < len(drawn) <= LEGEND_LIMIT:
         ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
+    return fig
+
+
+def plot_dvhs(results: DVHResults | list[DVHResults], path: Path | str) -> Path:
+    """dvh.png (``dvh_figure``) written to path."""
+    import matplotlib.pyplot as plt
+
+    fig = dvh_figure(results)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)

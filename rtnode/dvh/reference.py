@@ -103,7 +103,8 @@ def reference_roi_dvh(rtstruct: Dataset, rtdose: Dataset, roi: StructureROI) -> 
                     interpreted_type=roi.interpreted_type, source=roi_source(roi),
                     engine="dicompyler", volume_cc=0.0, covered_cc=0.0,
                     dvh=CumulativeDVH(BIN_WIDTH_GY, np.zeros(1)),
-                    skipped_contours=roi.skipped_contours, warnings=list(roi.warnings))
+                    skipped_contours=roi.skipped_contours, warnings=list(roi.warnings),
+                    display_color=roi.display_color)
     try:
         with warnings.catch_warnings():  # its pixel access uses APIs pydicom 3 deprecates
             warnings.simplefilter("ignore", DeprecationWarning)

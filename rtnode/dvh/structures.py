@@ -16,6 +16,7 @@ import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from rtnode.colours import display_colour
 from rtnode.dvh.errors import DVHInputError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class StructureROI:
     planes: list[ContourPlane] = field(default_factory=list)
     skipped_contours: int = 0
     warnings: list[str] = field(default_factory=list)
+    display_color: tuple[int, int, int] | None = None  # ROIDisplayColor, 0..255
 
     @property
     def is_empty(self) -> bool:
@@ -162,7 +164,8 @@ def read_rois(rtstruct: Dataset) -> list[StructureROI]:
             interpreted_type=types.get(number, ""),
             generation_algorithm=str(getattr(item, "ROIGenerationAlgorithm", "") or ""),
             frame_of_reference_uid=str(getattr(item, "ReferencedFrameOfReferenceUID", "")
-                                       or default_for))
+                                       or default_for),
+            display_color=display_colour(getattr(contours.get(number), "ROIDisplayColor", None)))
         by_plane: dict[float, list[np.ndarray]] = {}
         reasons: dict[str, int] = {}
         roi_contour = contours.get(number)

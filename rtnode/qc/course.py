@@ -13,6 +13,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from rtnode.colours import display_colour
 from rtnode.radiomics.course import structure_set_source
 from rtnode.radiomics.images import find_course_files, series_image, sort_slices
 from rtnode.radiomics.masks import rtstruct_masks
@@ -119,10 +120,10 @@ class QCCourse:
                 names = {int(i.ROINumber): str(getattr(i, "ROIName", "") or "")
                          for i in getattr(ds, "StructureSetROISequence", None) or []}
                 for roi in getattr(ds, "ROIContourSequence", None) or []:
-                    rgb = getattr(roi, "ROIDisplayColor", None)
+                    rgb = display_colour(getattr(roi, "ROIDisplayColor", None))
                     name = names.get(int(getattr(roi, "ReferencedROINumber", -1)))
-                    if name and rgb is not None and len(rgb) == 3:
-                        out.setdefault((source, name), tuple(int(v) for v in rgb))
+                    if name and rgb is not None:
+                        out.setdefault((source, name), rgb)
         return out
 
 

@@ -11,12 +11,12 @@ own anatomy.
 
 from __future__ import annotations
 
-import colorsys
 import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from rtnode.colours import distinct_colours
 from rtnode.qc.course import QCCourse
 from rtnode.radiomics.selection import matches_any
 
@@ -49,17 +49,6 @@ class RoiStyle:
         return "#" + "".join(f"{round(255 * c):02x}" for c in self.rgb)
 
 
-def _palette(n: int) -> list[tuple[float, float, float]]:
-    """n distinct colours for ROIs without ROIDisplayColor (golden-ratio hues, two lightness
-    levels), so that 30+ ROIs never repeat a colour as tab10/tab20 do."""
-    out = []
-    for k in range(n):
-        h = (0.13 + k * 0.618033988749895) % 1.0
-        light = 0.5 if k % 2 == 0 else 0.36
-        out.append(colorsys.hls_to_rgb(h, light, 0.85))
-    return out
-
-
 def roi_styles(course: QCCourse, extra: list[tuple[str, str]] = ()) -> dict[tuple[str, str],
                                                                              RoiStyle]:
     """(source, name) -> style for every ROI of the course's structure sets (manual first) and
@@ -73,7 +62,7 @@ def roi_styles(course: QCCourse, extra: list[tuple[str, str]] = ()) -> dict[tupl
                     keys.append(key)
     keys += [k for k in extra if k not in keys]
     dicom = course.roi_colours()
-    fallback = iter(_palette(len(keys)))
+    fallback = iter(distinct_colours(len(keys)))
     styles = {}
     for key in keys:
         rgb = dicom.get(key)
