@@ -1,5 +1,6 @@
-"""ROI colours shared by every figure: the RTSTRUCT's ROIDisplayColor where it has one, else a
-palette that does not repeat, so that one ROI has one colour in dvh.png and in the QC report."""
+"""ROI colours shared by every figure: the RTSTRUCT's ROIDisplayColor where it has one (so an
+ROI has the same colour in dvh.png, in the QC report and in the TPS), else a palette colour that
+no other ROI of the same figure has."""
 
 from __future__ import annotations
 
