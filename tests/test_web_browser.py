@@ -26,6 +26,7 @@ def browser(tmp_path):
 
 
 def test_dashboard_course_page_and_requeue_in_chromium(node_factory, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -43,7 +44,9 @@ def test_dashboard_course_page_and_requeue_in_chromium(node_factory, browser, tm
         browser.save_screenshot(str(path))
         assert path.stat().st_size > 10_000, f"{name}: empty screenshot"
 
-    wait = WebDriverWait(browser, 60)
+    # static/live.js replaces the stage table in place: an element found a moment ago may be
+    # gone when it is read, and is looked up again at the next poll
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     # patient data needs the login: the dashboard sends us to it first
     browser.get(node.http_url + "/")
     wait.until(lambda d: "/login" in d.current_url)
@@ -107,7 +110,9 @@ def test_dashboard_course_page_and_requeue_in_chromium(node_factory, browser, tm
             return started
         return None
     # no reload: static/live.js refreshes the stage table in place
-    started = WebDriverWait(browser, 240, poll_frequency=0.5).until(dvh_ran_again)
+    started = WebDriverWait(browser, 240, poll_frequency=0.5,
+                            ignored_exceptions=(StaleElementReferenceException,)
+                            ).until(dvh_ran_again)
     wait.until(lambda d: d.find_element(By.ID, "course-badge").text == "done")
     shot("course-after-requeue")
     dvh = next(s for s in node.cli_json("course", "show", "1")["stages"] if s["stage"] == "dvh")
