@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 
 import pydicom
 from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from rtnode.dicom.scu import Peer
 from rtnode.dicom.tls import tls_args
@@ -130,19 +131,22 @@ def _attempt(number: int, paths: list[Path], contexts: list[tuple[str, str]], pe
         ae.add_requested_context(sop_class, syntax)
     rejection: dict[str, object] = {}
 
-    def on_acse(event) -> None:  # keep the A-ASSOCIATE-RJ result, source and reason
-        prim = event.primitive
-        if getattr(prim, "result", None) in (0x01, 0x02):
-            rejection.update(result=prim.result, text=f"{prim.result_str}, source "
-                             f"{prim.source_str}, reason {prim.reason_str}")
+    def on_pdu(event) -> None:  # keep the A-ASSOCIATE-RJ result, source and reason as read
+        pdu = event.pdu
+        if isinstance(pdu, A_ASSOCIATE_RJ) and pdu.result in (0x01, 0x02):
+            rejection.update(result=pdu.result, text=f"{pdu.result_str}, source "
+                             f"{pdu.source_str}, reason {pdu.reason_str}")
 
     try:
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                             evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)],
+                             evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
                              tls_args=tls_args(peer.host))
     except Exception as exc:  # noqa: BLE001 - a failed connect must become a recorded attempt
         return SendAttempt(number, now, None, f"no association: {exc}"), False
-    if assoc.is_rejected:
+    # an A-ASSOCIATE-RJ arrived: a peer that closes the connection right after it can leave
+    # pynetdicom reporting an abort instead (the PDU read, never handed to its ACSE), which
+    # must not turn a permanent refusal into retries
+    if assoc.is_rejected or rejection:
         permanent = rejection.get("result") == 0x01
         return SendAttempt(number, now, None, f"association rejected by {peer}: "
                            f"{rejection.get('text', 'no reason given')}"), permanent
