@@ -89,10 +89,10 @@ def read_runs(index: Path) -> tuple[list[dict], list[float]]:
     return runs, ready
 
 
-def course_gaps(runs: list[dict]) -> list[float]:
-    """For each course: the stretches between its first start and last end in which none of
-    its tasks ran."""
-    gaps = []
+def idle_stretches(runs: list[dict]) -> list[tuple[float, float]]:
+    """For each course: the (from, to) stretches between its first start and last end in which
+    none of its tasks ran."""
+    stretches = []
     by_course: dict[int, list[tuple[float, float]]] = {}
     for r in runs:
         by_course.setdefault(r["course_fk"], []).append((ts(r["started_at"]),
@@ -102,9 +102,14 @@ def course_gaps(runs: list[dict]) -> list[float]:
         end = spans[0][1]
         for start, finish in spans[1:]:
             if start > end:
-                gaps.append(start - end)
+                stretches.append((end, start))
             end = max(end, finish)
-    return gaps
+    return stretches
+
+
+def course_gaps(runs: list[dict]) -> list[float]:
+    """The length of every idle stretch within a course."""
+    return [start - end for end, start in idle_stretches(runs)]
 
 
 def gaps_with_a_free_worker(runs: list[dict], workers: int) -> list[float]:
@@ -120,19 +125,8 @@ def gaps_with_a_free_worker(runs: list[dict], workers: int) -> list[float]:
             free.append((since, t))
         running += step
         since = t
-    out = []
-    by_course: dict[int, list[tuple[float, float]]] = {}
-    for r in runs:
-        by_course.setdefault(r["course_fk"], []).append((ts(r["started_at"]),
-                                                         ts(r["finished_at"])))
-    for spans in by_course.values():
-        spans.sort()
-        end = spans[0][1]
-        for start, finish in spans[1:]:
-            if start > end:
-                out.append(sum(max(0.0, min(b, start) - max(a, end)) for a, b in free))
-            end = max(end, finish)
-    return out
+    return [sum(max(0.0, min(b, start) - max(a, end)) for a, b in free)
+            for end, start in idle_stretches(runs)]
 
 
 def worker_gaps(runs: list[dict]) -> list[float]:
